@@ -1,0 +1,1 @@
+"""The apiserver adapter: the only code in vnode that talks to Kubernetes."""

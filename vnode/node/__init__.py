@@ -1,0 +1,1 @@
+"""The node agent core: node and lease controllers, the pod controller and its pure decisions."""
