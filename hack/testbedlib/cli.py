@@ -1,0 +1,234 @@
+"""`hack/testbed up|down|status|env|build|logs`: the testbed's single entry point."""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import json
+import os
+import shlex
+import shutil
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+from . import control_plane, kubebuild, pki, procs, slurm
+from .component import Component, ComponentError, base_env
+from .layout import SLURM_CONF, Layout, state_root
+
+# Start order; `down` stops in reverse.
+ORDER = ("munged", "mariadb", "slurmdbd", "slurmctld", "slurmd",
+         "etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
+SLURM_BIN_DIR = Path("/usr/bin")  # Debian's slurm-client
+JOB_DRAIN_TIMEOUT = 45  # KillWait (30 s) + margin: cancelled jobs get SIGTERM, then SIGKILL
+
+
+def _say(msg: str) -> None:
+    print(f"testbed: {msg}", file=sys.stderr, flush=True)
+
+
+def _owner(layout: Layout) -> str:
+    return str(layout.state)
+
+
+def all_components(layout: Layout) -> dict[str, Component]:
+    comps = {**slurm.components(layout, _owner(layout)), **control_plane.components(layout, _owner(layout))}
+    return {name: comps[name] for name in ORDER}
+
+
+@contextmanager
+def _locked(layout: Layout):
+    layout.state.mkdir(parents=True, exist_ok=True)
+    with open(layout.lock_file, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)  # one up/down at a time (parallel pytest sessions, a dev shell)
+        yield
+
+
+def _saved_info() -> dict:
+    try:
+        return json.loads((state_root() / "testbed.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def current_layout(resolve: bool = True) -> Layout:
+    """The running testbed's version if there is one, else K8S_VERSION / the newest 1.35.x."""
+    requested = os.environ.get("K8S_VERSION")
+    if not requested:
+        requested = _saved_info().get("k8s_version")
+    if not requested and not resolve:
+        raise SystemExit("testbed: no testbed has been brought up yet (run `hack/testbed up`)")
+    return Layout.for_version(kubebuild.resolve_version(requested))
+
+
+def info(layout: Layout) -> dict:
+    """Everything a test or a shell needs to reach the testbed; also saved as state/testbed.json."""
+    build = kubebuild.build_info(layout)
+    p = layout.pki_dir
+    path = os.pathsep.join([str(layout.bin_dir), str(layout.standin_dir), os.environ.get("PATH", "")])
+    return {
+        "k8s_version": layout.k8s_version,
+        "etcd_version": build.get("etcd_version"),
+        "apiserver_url": layout.apiserver_url,
+        "kubeconfig": str(layout.admin_kubeconfig),
+        "kubectl": str(layout.bin_dir / "kubectl"),
+        "bin_dir": str(layout.bin_dir),
+        "pki_dir": str(p),
+        "ca_cert": str(p / "ca.crt"),
+        "ca_key": str(p / "ca.key"),
+        "kubelet_client_cert": str(p / "apiserver-kubelet-client.crt"),
+        "kubelet_client_key": str(p / "apiserver-kubelet-client.key"),
+        "kubelet_client_user": pki.KUBELET_CLIENT_USER,
+        "slurm_bin_dir": str(SLURM_BIN_DIR),
+        "slurm_conf": str(SLURM_CONF),
+        "slurm_partition": slurm.PARTITION,
+        "slurm_node": slurm.NODE,
+        "standin_dir": str(layout.standin_dir),
+        "singularity": str(layout.standin_dir / "singularity"),
+        "state_dir": str(layout.state),
+        "log_dir": str(layout.log_dir),
+        "env": {"KUBECONFIG": str(layout.admin_kubeconfig), "PATH": path, "SLURM_CONF": str(SLURM_CONF)},
+    }
+
+
+def up(layout: Layout) -> None:
+    if os.geteuid() != 0:
+        raise SystemExit("testbed: `up` must run as root (munge, MariaDB and SLURM daemons)")
+    t0 = time.monotonic()
+    with _locked(layout):
+        if kubebuild.ensure_binaries(layout):
+            _say(f"binaries built into {layout.bin_dir}")
+        if pki.ensure_pki(layout.pki_dir):
+            _say(f"new PKI in {layout.pki_dir}")
+        pki.write_kubeconfigs(layout.apiserver_url, layout.pki_dir, layout.kube_dir)
+        slurm.prepare(layout)
+        comps = all_components(layout)
+        env = base_env()
+
+        def start(name: str, wait: bool = True) -> None:
+            _say(f"{name}: {comps[name].start(env)}")
+            if wait:
+                comps[name].wait_ready()
+
+        # etcd and the apiserver first: the apiserver's ~10 s start overlaps SLURM's.
+        start("etcd")
+        start("kube-apiserver", wait=False)
+        start("munged")
+        start("mariadb")
+        slurm.ensure_database(layout)
+        start("slurmdbd")
+        slurm.ensure_cluster_registered()
+        start("slurmctld")
+        start("slurmd")
+        comps["kube-apiserver"].wait_ready()
+        control_plane.bootstrap_rbac(layout)
+        start("kube-controller-manager", wait=False)
+        start("kube-scheduler", wait=False)
+        comps["kube-controller-manager"].wait_ready()
+        comps["kube-scheduler"].wait_ready()
+        layout.info_file.write_text(json.dumps(info(layout), indent=1) + "\n")
+    _say(f"up in {time.monotonic() - t0:.1f}s; logs in {layout.log_dir}; `hack/testbed env` for a shell")
+
+
+def down(layout: Layout, purge: bool) -> None:
+    with _locked(layout):
+        comps = all_components(layout)
+        if comps["slurmctld"].running():
+            slurm.cancel_all_jobs()
+            deadline = time.monotonic() + JOB_DRAIN_TIMEOUT
+            while slurm.jobs_remaining() and time.monotonic() < deadline:
+                time.sleep(0.5)
+        for name in reversed(ORDER):
+            if comps[name].stop():
+                _say(f"{name}: stopped")
+        # Anything our daemons forked off into its own session (slurmstepd and its job) still carries
+        # our owner marker; after the daemons are gone those are leftovers of ours and nothing else's.
+        for pid in procs.owned_pids(_owner(layout)):
+            rec = procs.ProcRecord("leftover", pid, procs.start_ticks(pid) or -1, [], "", "")
+            if procs.stop(rec, grace=5):
+                _say(f"stopped leftover pid {pid}")
+        if purge:
+            for d in (layout.etcd_data, layout.slurm_dir, layout.mariadb_dir, layout.pki_dir, layout.kube_dir):
+                shutil.rmtree(d, ignore_errors=True)
+            layout.info_file.unlink(missing_ok=True)
+            _say(f"purged state under {layout.state} (binaries stay cached in {layout.bin_dir})")
+
+
+def status(layout: Layout, as_json: bool) -> int:
+    comps = all_components(layout)
+    rows, healthy = [], True
+    for name, c in comps.items():
+        rec = c.running()
+        if rec is None:
+            state, detail = "stopped", ""
+        else:
+            reason = c.probe()
+            state, detail = ("ready", "") if reason is None else ("unhealthy", reason)
+        healthy &= state == "ready"
+        rows.append({"component": name, "state": state, "pid": rec.pid if rec else None, "detail": detail, "log": str(c.log)})
+    if as_json:
+        print(json.dumps({"k8s_version": layout.k8s_version, "components": rows}, indent=1))
+    else:
+        print(f"Kubernetes v{layout.k8s_version}   state {layout.state}   binaries {layout.bin_dir}")
+        for r in rows:
+            pid = str(r["pid"] or "-")
+            print(f"  {r['component']:<24} {r['state']:<10} pid {pid:<8} {r['detail']}")
+    return 0 if healthy else 3
+
+
+def env_lines(layout: Layout) -> str:
+    i = info(layout)
+    q = shlex.quote
+    return "\n".join([
+        f"export KUBECONFIG={q(i['kubeconfig'])}",
+        f'export PATH={q(i["bin_dir"])}:{q(i["standin_dir"])}:"$PATH"',
+        f"export SLURM_CONF={q(i['slurm_conf'])}",
+        f"export VNODE_TESTBED_STATE={q(i['state_dir'])}",
+    ])
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="hack/testbed", description="vnode's local Kubernetes + SLURM testbed")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("up", help="build (if needed) and start everything; reuses what already runs")
+    d = sub.add_parser("down", help="stop exactly the processes the testbed started")
+    d.add_argument("--purge", action="store_true", help="also delete etcd/SLURM/MariaDB data and the PKI")
+    s = sub.add_parser("status", help="show each component; exit 3 unless all are ready")
+    s.add_argument("--json", action="store_true")
+    e = sub.add_parser("env", help="print export lines (or --json with every path the tests use)")
+    e.add_argument("--json", action="store_true")
+    sub.add_parser("build", help="only build/cache the Kubernetes binaries")
+    lg = sub.add_parser("logs", help="print the tail of a component's log (or list the logs)")
+    lg.add_argument("component", nargs="?")
+    lg.add_argument("-n", type=int, default=60)
+    args = ap.parse_args(argv)
+
+    try:
+        if args.cmd == "up":
+            up(current_layout())
+        elif args.cmd == "build":
+            layout = current_layout()
+            kubebuild.ensure_binaries(layout)
+            print(layout.bin_dir)
+        elif args.cmd == "down":
+            down(current_layout(), args.purge)
+        elif args.cmd == "status":
+            return status(current_layout(), args.json)
+        elif args.cmd == "env":
+            layout = current_layout()
+            print(json.dumps(info(layout), indent=1) if args.json else env_lines(layout))
+        elif args.cmd == "logs":
+            layout = current_layout()
+            if args.component is None:
+                for p in sorted(layout.log_dir.glob("*.log")):
+                    print(p)
+            else:
+                print(procs.tail(layout.log_dir / f"{args.component}.log", args.n))
+    except ComponentError as e:
+        print(f"testbed: {e}", file=sys.stderr)
+        return 1
+    except kubebuild.BuildError as e:
+        print(f"testbed: building Kubernetes failed: {e}", file=sys.stderr)
+        return 1
+    return 0
