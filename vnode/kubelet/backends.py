@@ -1,0 +1,132 @@
+"""The narrow boundary between the kubelet front and the rest of the agent.
+
+The agent implements these Protocols (pod cache, plugin client, apiserver reviews); the
+kubelet front depends on nothing else. Unit and integration tests provide their own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from vnode.kubelet.requests import LogOptions
+
+Pod = Mapping[str, Any]  # a v1.Pod as a JSON-shaped dict (what the informer cache holds)
+
+
+class PodLookup(Protocol):
+    """The agent's view of the pods bound to this node."""
+
+    async def get_pod(self, namespace: str, name: str) -> Pod | None: ...
+
+    async def list_pods(self) -> Sequence[Pod]: ...
+
+
+class LogsSource(Protocol):
+    """Container logs (the agent forwards to the plugin's ``/getLogs``).
+
+    Called only after the pod and container were found. Yields raw log bytes; with
+    ``options.follow`` it keeps yielding until the container ends or the caller stops
+    iterating (the generator is then closed with ``aclose()``). The front enforces
+    ``limit_bytes`` itself as well, so a plugin that ignores it is still correct.
+    """
+
+    def logs(
+        self, namespace: str, pod: str, container: str, options: LogOptions
+    ) -> AsyncIterator[bytes]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class TerminalSize:
+    width: int
+    height: int
+
+
+@dataclass(frozen=True, slots=True)
+class ExecSpec:
+    """One exec (or attach, with an empty command) into a container."""
+
+    namespace: str
+    pod: str
+    pod_uid: str  # from the cached pod, so the plugin can find its job
+    container: str
+    command: tuple[str, ...]
+    stdin: bool
+    stdout: bool
+    stderr: bool  # never True together with tty
+    tty: bool
+
+
+OutputChannel = Literal["stdout", "stderr"]
+
+
+class ExecSession(Protocol):
+    """A running command. The front drives it from one task per direction."""
+
+    async def send_stdin(self, data: bytes) -> None: ...
+
+    async def close_stdin(self) -> None:
+        """The client's stdin reached EOF."""
+
+    async def resize(self, size: TerminalSize) -> None: ...
+
+    def output(self) -> AsyncIterator[tuple[OutputChannel, bytes]]:
+        """stdout/stderr chunks as they come; ends when both are closed."""
+        ...
+
+    async def wait(self) -> int:
+        """The exit code (0..255); called after ``output()`` ended."""
+        ...
+
+    async def close(self) -> None:
+        """Abort: the client went away. Must be idempotent and safe after ``wait``."""
+
+
+class ExecNotSupported(Exception):
+    """The backend cannot exec (or attach); the client is told so in a Failure Status."""
+
+
+class ExecBackend(Protocol):
+    async def exec(self, spec: ExecSpec) -> ExecSession:
+        """Start ``spec.command``; raises :class:`ExecNotSupported` if the plugin can't."""
+        ...
+
+    async def attach(self, spec: ExecSpec) -> ExecSession:
+        """Attach to the container's main process; :class:`ExecNotSupported` if unsupported."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class UserInfo:
+    name: str
+    uid: str = ""
+    groups: tuple[str, ...] = ()
+    extra: Mapping[str, Sequence[str]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class AccessDecision:
+    allowed: bool
+    reason: str = ""
+
+
+class ReviewClient(Protocol):
+    """TokenReview and SubjectAccessReview against the apiserver (the agent's ``vnode/kube``)."""
+
+    async def token_review(self, token: str) -> UserInfo | None:
+        """The token's user, or None if the apiserver says it is not authenticated."""
+        ...
+
+    async def subject_access_review(
+        self,
+        user: UserInfo,
+        verb: str,
+        resource: str,
+        subresource: str,
+        name: str,
+    ) -> AccessDecision:
+        """``authorization.k8s.io/v1`` SubjectAccessReview of a cluster-scoped resource
+        attribute (``nodes``, ``name`` = this node, group ""), carrying the user's name,
+        uid, groups and extra."""
+        ...

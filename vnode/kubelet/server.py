@@ -1,0 +1,377 @@
+"""The kubelet HTTPS server: TLS, HTTP/1.1 via h11, authn/authz, and routing.
+
+Routes (the kubelet's, see ../shared/reference/kubelet-vk.md §3):
+
+* ``GET /healthz`` and ``GET /pods``
+* ``GET /containerLogs/{ns}/{pod}/{container}``
+* ``GET|POST /exec/{ns}/{pod}[/{uid}]/{container}`` and ``/attach/...`` (SPDY/3.1 or
+  WebSocket upgrade)
+* ``/stats/...`` and ``/metrics/...`` are authorized but not served yet (404).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import ssl
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import h11
+
+from vnode.kubelet import requests as rq
+from vnode.kubelet import status, streamprotocol
+from vnode.kubelet.auth import Forbidden, RequestAuthority, Unauthenticated
+from vnode.kubelet.backends import ExecBackend, ExecSpec, LogsSource, Pod, PodLookup
+from vnode.kubelet.execsession import STREAM_CREATION_TIMEOUT
+from vnode.kubelet.httpio import ClientGone, HttpConnection
+from vnode.kubelet.spdyexec import SpdyExecSession
+from vnode.kubelet.tls import ServingTLS
+
+log = logging.getLogger(__name__)
+
+# A TLS handshake that takes longer than this is a stuck or hostile client.
+HANDSHAKE_TIMEOUT = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class KubeletServerSettings:
+    node_name: str
+    host: str = "0.0.0.0"  # the apiserver reaches us on the node's InternalIP
+    port: int = 10250  # the kubelet's default port; tests pass 0 for an ephemeral one
+    stream_creation_timeout: float = STREAM_CREATION_TIMEOUT
+
+
+@dataclass
+class _Request:
+    method: str
+    target: rq.Target
+    headers: dict[str, list[str]] = field(default_factory=dict)
+
+    def header(self, name: str) -> str | None:
+        values = self.headers.get(name)
+        return values[0] if values else None
+
+
+class HttpError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def container_names(pod: Pod) -> set[str]:
+    spec = pod.get("spec") or {}
+    names: set[str] = set()
+    for key in ("containers", "initContainers", "ephemeralContainers"):
+        names.update(c.get("name", "") for c in spec.get(key) or [])
+    return names
+
+
+class KubeletServer:
+    def __init__(
+        self,
+        settings: KubeletServerSettings,
+        *,
+        tls: ServingTLS,
+        authority: RequestAuthority,
+        pods: PodLookup,
+        logs: LogsSource,
+        execs: ExecBackend,
+    ) -> None:
+        self.settings = settings
+        self._tls = tls
+        self._authority = authority
+        self._pods = pods
+        self._logs = logs
+        self._execs = execs
+        self._server: asyncio.Server | None = None
+        self._connections: set[asyncio.Task[None]] = set()
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None and self._server.sockets
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(
+            self._on_connection, self.settings.host, self.settings.port
+        )
+        log.info("kubelet endpoint listening on %s:%d", self.settings.host, self.port)
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+        for task in list(self._connections):
+            task.cancel()
+        await asyncio.gather(*self._connections, return_exceptions=True)
+
+    async def __aenter__(self) -> KubeletServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # ---- connections --------------------------------------------------------------------
+
+    async def _on_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._connections.add(task)
+        try:
+            # TLS is started per connection so that a rotated certificate applies to new ones.
+            await writer.start_tls(self._tls.context(), ssl_handshake_timeout=HANDSHAKE_TIMEOUT)
+        except (ssl.SSLError, ConnectionError, TimeoutError, OSError) as exc:
+            log.info("TLS handshake with %s failed: %s", writer.get_extra_info("peername"), exc)
+            writer.close()
+            self._connections.discard(task)
+            return
+        try:
+            await self._serve(HttpConnection(reader, writer))
+        except (ClientGone, ConnectionError, h11.RemoteProtocolError) as exc:
+            log.debug("connection ended: %s", exc)
+        except Exception:
+            log.exception("kubelet connection failed")
+        finally:
+            if not writer.is_closing():
+                writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+            self._connections.discard(task)
+
+    async def _serve(self, http: HttpConnection) -> None:
+        while True:
+            event = await http.next_event()
+            if isinstance(event, h11.ConnectionClosed):
+                return
+            if not isinstance(event, h11.Request):
+                raise h11.RemoteProtocolError(f"unexpected {event!r}")
+            request = _Request(
+                method=event.method.decode("ascii", "replace"),
+                target=rq.parse_target(event.target.decode("ascii", "replace")),
+            )
+            for name, value in event.headers:
+                request.headers.setdefault(name.decode().lower(), []).append(value.decode("latin-1"))
+            await self._drain_body(http)
+            upgraded = await self._handle(http, request)
+            if upgraded or http.h11.our_state is h11.MUST_CLOSE:
+                return
+            if http.h11.our_state is not h11.DONE or http.h11.their_state is not h11.DONE:
+                return
+            http.h11.start_next_cycle()
+
+    async def _drain_body(self, http: HttpConnection) -> None:
+        """Kubelet requests carry no body worth reading; consume and discard it."""
+        while True:
+            event = await http.next_event()
+            if isinstance(event, h11.EndOfMessage) or event is h11.PAUSED:
+                return
+            if isinstance(event, h11.ConnectionClosed):
+                raise ClientGone("closed mid-request")
+
+    async def _handle(self, http: HttpConnection, request: _Request) -> bool:
+        """Answer one request; True if the connection was handed to an upgraded protocol."""
+        try:
+            return await self._dispatch(http, request)
+        except HttpError as exc:
+            await self._error(http, request, exc.status, exc.message)
+        except rq.BadRequest as exc:
+            await self._error(http, request, 400, str(exc))
+        except rq.Invalid as exc:
+            await self._error(http, request, 422, str(exc))
+        return False
+
+    async def _error(self, http: HttpConnection, request: _Request, code: int, message: str) -> None:
+        if http.h11.our_state is not h11.SEND_RESPONSE:
+            raise ClientGone(f"cannot report {code} {message!r} mid-response")
+        if request.target.kind in ("exec", "attach"):
+            # client-go's upgrader decodes a refused upgrade's body as a Status (trying YAML
+            # too, so plain text with a colon would lose its message): send a real Status.
+            body = status.encode(status.http_error(code, message))
+            await http.respond(code, body, content_type="application/json")
+            return
+        # Plain text like the kubelet: the apiserver quotes it in the error kubectl prints.
+        await http.respond(code, (message + "\n").encode())
+
+    async def _dispatch(self, http: HttpConnection, request: _Request) -> bool:
+        peercert = http.writer.get_extra_info("peercert")
+        try:
+            user = await self._authority.authenticate(peercert, request.header("authorization"))
+        except Unauthenticated as exc:
+            log.info("401 %s %s: %s", request.method, request.target.path, exc)
+            raise HttpError(401, "Unauthorized") from exc
+        try:
+            await self._authority.authorize(user, request.method, request.target)
+        except Forbidden as exc:
+            log.info("403 %s %s: %s", request.method, request.target.path, exc)
+            raise HttpError(403, str(exc)) from exc
+        kind = request.target.kind
+        if kind == "healthz":
+            await http.respond(200, b"ok")
+        elif kind == "pods":
+            await self._serve_pods(http)
+        elif kind == "logs":
+            await self._serve_logs(http, request)
+        elif kind in ("exec", "attach"):
+            return await self._serve_exec(http, request, attach=kind == "attach")
+        else:
+            raise HttpError(404, f"{request.target.path} not found")
+        return False
+
+    # ---- simple endpoints ---------------------------------------------------------------
+
+    async def _serve_pods(self, http: HttpConnection) -> None:
+        items = [dict(p) for p in await self._pods.list_pods()]
+        body = {"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": items}
+        await http.respond(200, json.dumps(body).encode(), content_type="application/json")
+
+    async def _find(self, ref: rq.PodRef) -> Pod:
+        pod = await self._pods.get_pod(ref.namespace, ref.pod)
+        if pod is None:
+            raise HttpError(404, f"pod {ref.namespace}/{ref.pod} not found on node {self.settings.node_name}")
+        uid = (pod.get("metadata") or {}).get("uid", "")
+        if ref.uid is not None and ref.uid != uid:
+            raise HttpError(404, f"pod {ref.namespace}/{ref.pod} has uid {uid}, not {ref.uid}")
+        if ref.container not in container_names(pod):
+            raise HttpError(
+                404, f"container {ref.container!r} is not valid for pod {ref.namespace}/{ref.pod}"
+            )
+        return pod
+
+    # ---- logs ---------------------------------------------------------------------------
+
+    async def _serve_logs(self, http: HttpConnection, request: _Request) -> None:
+        if request.method not in ("GET", "HEAD"):
+            raise HttpError(405, "containerLogs supports GET only")
+        ref = rq.parse_pod_ref(request.target.path, allow_uid=False)
+        options = rq.parse_log_options(request.target.query)
+        await self._find(ref)
+        await http.send(
+            h11.Response(
+                status_code=200,
+                headers=[("Content-Type", "text/plain"), ("Transfer-Encoding", "chunked")],
+            )
+        )
+        stream = self._logs.logs(ref.namespace, ref.pod, ref.container, options)
+        await _stream_until_disconnect(http, _limited(stream, options.limit_bytes))
+        await http.send(h11.EndOfMessage())
+
+    # ---- exec / attach ------------------------------------------------------------------
+
+    async def _serve_exec(self, http: HttpConnection, request: _Request, *, attach: bool) -> bool:
+        ref = rq.parse_pod_ref(request.target.path, allow_uid=True)
+        options = rq.parse_exec_options(request.target.query, attach=attach)
+        pod = await self._find(ref)
+        what = "attach" if attach else "exec"
+        spec = ExecSpec(
+            namespace=ref.namespace,
+            pod=ref.pod,
+            pod_uid=str((pod.get("metadata") or {}).get("uid", "")),
+            container=ref.container,
+            command=options.command,
+            stdin=options.stdin,
+            stdout=options.stdout,
+            stderr=options.stderr,
+            tty=options.tty,
+        )
+        upgrade = (request.header("upgrade") or "").lower()
+        if upgrade == "spdy/3.1":
+            return await self._upgrade_spdy(http, request, spec, options, what)
+        raise HttpError(400, f"{what} needs a connection upgrade to SPDY/3.1")
+
+    async def _upgrade_spdy(
+        self,
+        http: HttpConnection,
+        request: _Request,
+        spec: ExecSpec,
+        options: rq.ExecOptions,
+        what: str,
+    ) -> bool:
+        offered = request.headers.get("x-stream-protocol-version", [])
+        try:
+            protocol = streamprotocol.negotiate(offered)
+        except streamprotocol.NoCommonProtocol as exc:
+            raise _protocol_refusal(exc) from exc
+        headers = [("Connection", "Upgrade"), ("Upgrade", "SPDY/3.1")]
+        if offered:
+            headers.append(("X-Stream-Protocol-Version", protocol))
+        trailing = await http.switch_protocols(headers)
+        start: Callable[[], Any] = (
+            (lambda: self._execs.attach(spec)) if what == "attach" else (lambda: self._execs.exec(spec))
+        )
+        log.info(
+            "%s %s/%s/%s %s over SPDY %s", what, spec.namespace, spec.pod, spec.container,
+            list(spec.command), protocol,
+        )
+        session = SpdyExecSession(
+            http.reader,
+            http.writer,
+            protocol=protocol,
+            options=options,
+            start=start,
+            what=what,
+            stream_creation_timeout=self.settings.stream_creation_timeout,
+        )
+        await session.run(trailing)
+        return True
+
+
+def _protocol_refusal(exc: streamprotocol.NoCommonProtocol) -> HttpError:
+    return HttpError(
+        403,
+        f"unable to upgrade: unable to negotiate protocol: client supports {exc.offered}, "
+        f"server accepts {list(exc.supported)}",
+    )
+
+
+async def _limited(stream: AsyncIterator[bytes], limit: int | None) -> AsyncIterator[bytes]:
+    """Stop after ``limit`` bytes (limitBytes), closing the source early."""
+    sent = 0
+    try:
+        async for chunk in stream:
+            if limit is not None and sent + len(chunk) >= limit:
+                yield chunk[: limit - sent]
+                return
+            sent += len(chunk)
+            yield chunk
+    finally:
+        closer = getattr(stream, "aclose", None)
+        if closer is not None:
+            await closer()
+
+
+async def _stream_until_disconnect(http: HttpConnection, chunks: AsyncIterator[bytes]) -> None:
+    """Send each chunk as it comes (chunked encoding, flushed); stop if the client leaves.
+
+    While a ``follow`` stream idles, only a read notices that the client hung up, so a
+    watcher reads the socket concurrently (feeding any bytes to h11 for the next request).
+    """
+
+    async def copy() -> None:
+        async for chunk in chunks:
+            if chunk:
+                await http.send(h11.Data(data=chunk))
+
+    async def watch() -> None:
+        while True:
+            data = await http.reader.read(65536)
+            if not data:
+                return
+            http.feed(data)
+
+    copier = asyncio.create_task(copy(), name="logs-copy")
+    watcher = asyncio.create_task(watch(), name="logs-watch")
+    try:
+        await asyncio.wait({copier, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        if not copier.done():
+            raise ClientGone("client closed the logs stream")
+        copier.result()
+    finally:
+        for task in (copier, watcher):
+            task.cancel()
+        await asyncio.gather(copier, watcher, return_exceptions=True)
