@@ -213,3 +213,49 @@ class InMemoryReviews:
         if (verb, subresource) in self.grants.get(user.name, set()) or ("*", "*") in self.grants.get(user.name, set()):
             return AccessDecision(True, "granted in test")
         return AccessDecision(False, f"no grant for {user.name}")
+
+
+class ApiserverReviews:
+    """ReviewClient over the agent's real apiserver adapter (``vnode.kube.client.KubeClient``).
+
+    Lives here until ``vnode/kube`` ships its own (the agent engineer's area); integration
+    tests use it against the testbed's real kube-apiserver.
+    """
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+
+    async def token_review(self, token: str) -> UserInfo | None:
+        review = await self._client.post(
+            "/apis/authentication.k8s.io/v1/tokenreviews",
+            {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": {"token": token}},
+        )
+        status = review.get("status") or {}
+        if not status.get("authenticated"):
+            return None
+        user = status.get("user") or {}
+        return UserInfo(
+            name=user.get("username", ""),
+            uid=user.get("uid", ""),
+            groups=tuple(user.get("groups") or ()),
+            extra={k: tuple(v) for k, v in (user.get("extra") or {}).items()},
+        )
+
+    async def subject_access_review(self, user: UserInfo, verb: str, resource: str,
+                                    subresource: str, name: str) -> AccessDecision:
+        spec: dict[str, Any] = {
+            "user": user.name,
+            "groups": list(user.groups),
+            "resourceAttributes": {"verb": verb, "group": "", "version": "v1", "resource": resource,
+                                   "subresource": subresource, "name": name},
+        }
+        if user.uid:
+            spec["uid"] = user.uid
+        if user.extra:
+            spec["extra"] = {k: list(v) for k, v in user.extra.items()}
+        review = await self._client.post(
+            "/apis/authorization.k8s.io/v1/subjectaccessreviews",
+            {"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview", "spec": spec},
+        )
+        status = review.get("status") or {}
+        return AccessDecision(bool(status.get("allowed")), status.get("reason") or status.get("evaluationError") or "")
