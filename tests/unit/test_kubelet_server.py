@@ -1,0 +1,311 @@
+"""The kubelet front over real TLS sockets, in-process: routing, errors, streaming, rotation,
+and an exec session driven by vnode's own SPDY client role."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import ssl
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import h11
+import pytest
+import trustme
+
+from tests.kubelet_support import InMemoryReviews, StaticLogs, StaticPods, SubprocessExec, make_pod
+from vnode import spdy
+from vnode.kubelet.auth import RequestAuthority
+from vnode.kubelet.requests import LogOptions
+from vnode.kubelet.server import KubeletServer, KubeletServerSettings
+from vnode.kubelet.tls import ServingTLS
+
+NODE = "node-under-test"
+
+
+class Env:
+    def __init__(self, tmp: Path) -> None:
+        self.ca = trustme.CA()
+        self.tmp = tmp
+        self.ca_file = tmp / "ca.pem"
+        self.ca.cert_pem.write_to_path(str(self.ca_file))
+        self.cert_file, self.key_file = self.issue("127.0.0.1", name="server")
+        client = self.ca.issue_cert(common_name="apiserver", organization_name="system:masters")
+        self.client_ctx = ssl.create_default_context(cafile=str(self.ca_file))
+        self.client_ctx.check_hostname = False
+        client.configure_cert(self.client_ctx)
+        self.anon_ctx = ssl.create_default_context(cafile=str(self.ca_file))
+        self.anon_ctx.check_hostname = False
+
+    def issue(self, *hosts: str, name: str) -> tuple[Path, Path]:
+        leaf = self.ca.issue_cert(*hosts)
+        cert, key = self.tmp / f"{name}.pem", self.tmp / f"{name}.key"
+        leaf.cert_chain_pems[0].write_to_path(str(cert))
+        leaf.private_key_pem.write_to_path(str(key))
+        return cert, key
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> Env:
+    return Env(tmp_path)
+
+
+@pytest.fixture
+def reviews() -> InMemoryReviews:
+    return InMemoryReviews(grants={"apiserver": {("*", "*")}})
+
+
+@pytest.fixture
+def logs() -> StaticLogs:
+    return StaticLogs(b"one\ntwo\nthree\n")
+
+
+@pytest.fixture
+async def server(env: Env, reviews: InMemoryReviews, logs: StaticLogs) -> AsyncIterator[KubeletServer]:
+    srv = KubeletServer(
+        KubeletServerSettings(node_name=NODE, host="127.0.0.1", port=0, stream_creation_timeout=0.5),
+        tls=ServingTLS(env.cert_file, env.key_file, env.ca_file),
+        authority=RequestAuthority(reviews, NODE),
+        pods=StaticPods([make_pod("ns", "pod", containers=("main",))]),
+        logs=logs,
+        execs=SubprocessExec(),
+    )
+    async with srv:
+        yield srv
+
+
+class Client:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+        self.h11 = h11.Connection(h11.CLIENT)
+
+    @classmethod
+    async def open(cls, port: int, ctx: ssl.SSLContext) -> Client:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=ctx)
+        return cls(reader, writer)
+
+    async def close(self) -> None:
+        self.writer.close()
+        try:
+            await self.writer.wait_closed()
+        except (ConnectionError, ssl.SSLError):
+            pass
+
+    async def send(self, method: str, target: str, headers: list[tuple[str, str]] | None = None) -> None:
+        self.writer.write(self.h11.send(h11.Request(method=method, target=target,
+                                                    headers=[("Host", "kubelet"), *(headers or [])])))
+        self.writer.write(self.h11.send(h11.EndOfMessage()))
+        await self.writer.drain()
+
+    async def event(self) -> object:
+        while True:
+            event = self.h11.next_event()
+            if event is h11.NEED_DATA:
+                self.h11.receive_data(await self.reader.read(65536))
+                continue
+            return event
+
+    async def response(self) -> tuple[h11.Response | h11.InformationalResponse, bytes]:
+        head = await self.event()
+        assert isinstance(head, (h11.Response, h11.InformationalResponse)), head
+        if isinstance(head, h11.InformationalResponse):
+            return head, b""
+        body = b""
+        while True:
+            event = await self.event()
+            if isinstance(event, h11.Data):
+                body += event.data
+            elif isinstance(event, h11.EndOfMessage):
+                return head, body
+
+    async def get(self, target: str, **kw: object) -> tuple[int, bytes, dict[bytes, bytes]]:
+        await self.send("GET", target, **kw)  # type: ignore[arg-type]
+        head, body = await self.response()
+        return head.status_code, body, dict(head.headers)
+
+
+async def get(server: KubeletServer, env: Env, target: str, *, anon: bool = False) -> tuple[int, bytes, dict[bytes, bytes]]:
+    client = await Client.open(server.port, env.anon_ctx if anon else env.client_ctx)
+    try:
+        return await client.get(target)
+    finally:
+        await client.close()
+
+
+async def test_healthz_and_pods(server: KubeletServer, env: Env) -> None:
+    assert (await get(server, env, "/healthz"))[:2] == (200, b"ok")
+    status, body, headers = await get(server, env, "/pods")
+    assert status == 200 and headers[b"content-type"] == b"application/json"
+    pods = json.loads(body)
+    assert pods["kind"] == "PodList" and [p["metadata"]["name"] for p in pods["items"]] == ["pod"]
+
+
+async def test_logs_are_streamed_chunked(server: KubeletServer, env: Env, logs: StaticLogs) -> None:
+    status, body, headers = await get(server, env, "/containerLogs/ns/pod/main?tailLines=2&timestamps=true")
+    assert (status, body) == (200, b"two\nthree\n")
+    assert headers[b"transfer-encoding"] == b"chunked"
+    assert logs.calls[-1][3] == LogOptions(timestamps=True, tail_lines=2)
+
+
+async def test_limit_bytes_is_enforced_even_if_the_source_ignores_it(server: KubeletServer, env: Env) -> None:
+    assert (await get(server, env, "/containerLogs/ns/pod/main?limitBytes=5"))[:2] == (200, b"one\nt")
+
+
+@pytest.mark.parametrize(
+    ("target", "code", "text"),
+    [
+        ("/containerLogs/ns/nope/main", 404, b"pod ns/nope not found"),
+        ("/containerLogs/ns/pod/ghost", 404, b"container 'ghost' is not valid"),
+        ("/containerLogs/ns/POD/main", 400, b"invalid pod name"),
+        ("/containerLogs/ns/pod/main?tailLines=x", 400, b"tailLines"),
+        ("/containerLogs/ns/pod/main?tailLines=-3", 422, b"tailLines"),
+        ("/exec/ns/pod/main?command=ls&output=1", 400, b"upgrade"),
+        ("/stats/summary", 404, b"not found"),
+        ("/no/such/thing", 404, b"not found"),
+    ],
+)
+async def test_bad_requests_get_clear_errors(server: KubeletServer, env: Env, target: str, code: int, text: bytes) -> None:
+    status, body, _ = await get(server, env, target)
+    assert status == code
+    assert text in body
+
+
+async def test_anonymous_gets_401_and_an_unauthorized_user_403(server: KubeletServer, env: Env, reviews: InMemoryReviews) -> None:
+    assert (await get(server, env, "/pods", anon=True))[0] == 401
+    reviews.grants["apiserver"] = {("get", "logs-only-not-proxy")}
+    status, body, _ = await get(server, env, "/containerLogs/ns/pod/main")
+    assert status == 403
+    assert b"user=apiserver, verb=get, resource=nodes, subresource=proxy" in body
+
+
+async def test_keep_alive_serves_several_requests_on_one_connection(server: KubeletServer, env: Env) -> None:
+    client = await Client.open(server.port, env.client_ctx)
+    try:
+        for _ in range(3):
+            assert (await client.get("/healthz"))[0] == 200
+            client.h11.start_next_cycle()
+        assert (await client.get("/containerLogs/ns/pod/main"))[1] == b"one\ntwo\nthree\n"
+    finally:
+        await client.close()
+
+
+async def test_following_client_that_hangs_up_stops_the_log_source(server: KubeletServer, env: Env, monkeypatch) -> None:
+    closed = asyncio.Event()
+
+    async def endless(namespace: str, pod: str, container: str, options: LogOptions) -> AsyncIterator[bytes]:
+        try:
+            while True:
+                yield b"tick\n"
+                await asyncio.sleep(0.02)
+        finally:
+            closed.set()
+
+    monkeypatch.setattr(server._logs, "logs", endless)
+    client = await Client.open(server.port, env.client_ctx)
+    await client.send("GET", "/containerLogs/ns/pod/main?follow=true")
+    head = await client.event()
+    assert isinstance(head, h11.Response) and head.status_code == 200
+    data = await client.event()
+    assert isinstance(data, h11.Data) and data.data.startswith(b"tick")
+    await client.close()
+    await asyncio.wait_for(closed.wait(), 10)
+
+
+async def test_rotated_certificate_is_used_for_new_connections(server: KubeletServer, env: Env) -> None:
+    async def served_cert() -> bytes:
+        _, writer = await asyncio.open_connection("127.0.0.1", server.port, ssl=env.client_ctx)
+        der = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
+        writer.close()
+        return der
+
+    before = await served_cert()
+    cert, key = env.issue("127.0.0.1", name="renewed")
+    server._tls.rotate(cert, key)
+    after = await served_cert()
+    assert before != after
+    assert ssl.DER_cert_to_PEM_cert(after).strip() == cert.read_text().strip()
+
+
+# ---- SPDY exec against our own client role ---------------------------------------------------
+
+
+class SpdyPeer:
+    """A minimal remotecommand client built on vnode.spdy (Role.CLIENT)."""
+
+    def __init__(self, client: Client, initial: bytes) -> None:
+        self.client = client
+        self.conn = spdy.Connection(spdy.Role.CLIENT)
+        self.pending = initial
+        self.data: dict[int, bytes] = {}
+        self.fins: set[int] = set()
+        self.events: list[spdy.Event] = []
+
+    def write(self, data: bytes) -> None:
+        self.client.writer.write(data)
+
+    async def pump_until(self, predicate, timeout: float = 10) -> None:  # type: ignore[no-untyped-def]
+        async def loop() -> None:
+            while not predicate():
+                data, self.pending = self.pending, b""
+                if not data:
+                    data = await self.client.reader.read(65536)
+                    if not data:
+                        return
+                for event in self.conn.receive_data(data):
+                    self.events.append(event)
+                    if isinstance(event, spdy.Data):
+                        self.data[event.stream_id] = self.data.get(event.stream_id, b"") + event.data
+                        if event.fin:
+                            self.fins.add(event.stream_id)
+        await asyncio.wait_for(loop(), timeout)
+
+
+async def upgrade(server: KubeletServer, env: Env, target: str, protocols: str = "v4.channel.k8s.io") -> SpdyPeer:
+    client = await Client.open(server.port, env.client_ctx)
+    await client.send("POST", target, [("Connection", "Upgrade"), ("Upgrade", "SPDY/3.1"),
+                                       ("X-Stream-Protocol-Version", protocols)])
+    head, _ = await client.response()
+    assert head.status_code == 101, head
+    assert dict(head.headers)[b"x-stream-protocol-version"] == protocols.split(",")[0].encode()
+    trailing, _ = client.h11.trailing_data
+    return SpdyPeer(client, bytes(trailing))
+
+
+async def test_spdy_exec_session_end_to_end_with_ping(server: KubeletServer, env: Env) -> None:
+    peer = await upgrade(server, env, "/exec/ns/pod/main?command=sh&command=-c&command=cat%3B%20exit%207&input=1&output=1&error=1")
+    ids = {}
+    for kind in ("error", "stdin", "stdout", "stderr"):
+        sid, raw = peer.conn.open_stream({"streamtype": [kind]})
+        ids[kind] = sid
+        peer.write(raw)
+    peer.write(peer.conn.ping(1))
+    await peer.pump_until(lambda: sum(isinstance(e, spdy.SynReply) for e in peer.events) == 4)
+    peer.write(peer.conn.send_data(ids["stdin"], b"echoed back", fin=True))
+    await peer.pump_until(lambda: ids["error"] in peer.fins and ids["stdout"] in peer.fins and
+                          any(isinstance(e, spdy.GoAway) for e in peer.events))
+    assert spdy.Ping(1, from_peer=False) in peer.events
+    assert peer.data[ids["stdout"]] == b"echoed back"
+    final = json.loads(peer.data[ids["error"]])
+    assert final["details"]["causes"] == [{"reason": "ExitCode", "message": "7"}]
+    assert ids["stderr"] in peer.fins
+    await peer.client.close()
+
+
+async def test_client_that_never_opens_its_streams_is_dropped(server: KubeletServer, env: Env) -> None:
+    peer = await upgrade(server, env, "/exec/ns/pod/main?command=true&output=1")
+    sid, raw = peer.conn.open_stream({"streamtype": ["error"]})  # but never "stdout"
+    peer.write(raw)
+    await peer.pump_until(lambda: any(isinstance(e, spdy.GoAway) for e in peer.events))
+    assert server._execs.specs == []  # type: ignore[attr-defined]
+    await peer.client.close()
+
+
+async def test_protocol_refusal_is_a_status_object(server: KubeletServer, env: Env) -> None:
+    client = await Client.open(server.port, env.client_ctx)
+    await client.send("POST", "/exec/ns/pod/main?command=ls&output=1",
+                      [("Connection", "Upgrade"), ("Upgrade", "SPDY/3.1"), ("X-Stream-Protocol-Version", "v9.channel.k8s.io")])
+    head, body = await client.response()
+    await client.close()
+    assert head.status_code == 403
+    status = json.loads(body)
+    assert status["kind"] == "Status" and "v5.channel.k8s.io" in status["message"]
