@@ -254,3 +254,68 @@ async def test_measure_spdy_stdout_throughput(spdyclient, kubelet, apiserver_ide
     assert len(out) == size and out.count(0) == size
     with capsys.disabled():
         print(f"\nSPDY exec stdout throughput: {size / elapsed / 1e6:.1f} MB/s ({elapsed:.2f} s for 100 MiB)")
+
+
+# ---- WebSocket (Kubernetes >= 1.36 direct mode), with client-go's WebSocket executor -------
+
+
+@pytest.fixture
+def ws_grants(reviews: InMemoryReviews) -> None:
+    reviews.grants["alice"] = {("get", "proxy")}  # a WebSocket exec is a GET
+
+
+async def test_websocket_v5_exec_with_stdin_eof_and_exit_code(spdyclient, kubelet, apiserver_identity):
+    code, out, err = await run_client(
+        spdyclient, exec_url(kubelet, ["sh", "-c", "cat; echo err >&2; exit 4"], stdin=True),
+        "-websocket", "-protocols", "v5.channel.k8s.io", "-stdin", *apiserver_identity, stdin=b"via websocket\n",
+    )
+    assert code == 4, err
+    assert out == b"via websocket\n"
+    assert b"err\n" in err
+
+
+async def test_websocket_v4_exec_reports_success(spdyclient, kubelet, apiserver_identity):
+    code, out, err = await run_client(
+        spdyclient, exec_url(kubelet, ["echo", "v4"]), "-websocket", "-protocols", "v4.channel.k8s.io",
+        *apiserver_identity,
+    )
+    assert (code, out) == (0, b"v4\n"), err
+
+
+async def test_websocket_tty_and_resize(spdyclient, kubelet, apiserver_identity):
+    code, out, err = await run_client(
+        spdyclient, exec_url(kubelet, ["sh", "-c", "sleep 0.5; stty size"], tty=True),
+        "-websocket", "-protocols", "v5.channel.k8s.io", "-tty", "-cols", "99", "-rows", "33", *apiserver_identity,
+    )
+    assert code == 0, err
+    assert b"33 99" in out
+
+
+async def test_websocket_ten_megabytes_intact(spdyclient, kubelet, apiserver_identity, tmp_path):
+    blob = tmp_path / "blob"
+    blob.write_bytes(os.urandom(10 * 1024 * 1024))
+    code, out, err = await run_client(
+        spdyclient, exec_url(kubelet, ["cat", str(blob)]), "-websocket", "-protocols", "v5.channel.k8s.io",
+        *apiserver_identity,
+    )
+    assert code == 0, err
+    assert out == blob.read_bytes()
+
+
+async def test_websocket_exec_is_authorized_as_get(spdyclient, kubelet, pki, reviews, ws_grants):
+    code, out, err = await run_client(
+        spdyclient, exec_url(kubelet, ["echo", "ok"]), "-websocket", "-protocols", "v5.channel.k8s.io",
+        "-token", "good-token", "-ca", str(pki.ca_file),
+    )
+    assert (code, out) == (0, b"ok\n"), err
+    assert ("alice", "get", "nodes", "proxy", NODE) in reviews.sar_calls
+
+
+async def test_websocket_plugin_without_exec_gets_a_clear_error(spdyclient, kubelet, apiserver_identity, monkeypatch):
+    monkeypatch.setattr(kubelet, "_execs", NoExec())
+    code, _, err = await run_client(
+        spdyclient, exec_url(kubelet, ["true"]), "-websocket", "-protocols", "v5.channel.k8s.io",
+        *apiserver_identity, timeout=60,
+    )
+    assert code == 125
+    assert b"exec not supported by this plugin" in err

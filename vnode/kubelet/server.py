@@ -16,20 +16,28 @@ import contextlib
 import json
 import logging
 import ssl
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import h11
+from wsproto.utilities import generate_accept_token
 
 from vnode.kubelet import requests as rq
 from vnode.kubelet import status, streamprotocol
 from vnode.kubelet.auth import Forbidden, RequestAuthority, Unauthenticated
-from vnode.kubelet.backends import ExecBackend, ExecSpec, LogsSource, Pod, PodLookup
+from vnode.kubelet.backends import (
+    ExecBackend,
+    ExecSession,
+    ExecSpec,
+    LogsSource,
+    Pod,
+    PodLookup,
+)
 from vnode.kubelet.execsession import STREAM_CREATION_TIMEOUT
 from vnode.kubelet.httpio import ClientGone, HttpConnection
 from vnode.kubelet.spdyexec import SpdyExecSession
 from vnode.kubelet.tls import ServingTLS
+from vnode.kubelet.wsexec import WebSocketExecSession
 
 log = logging.getLogger(__name__)
 
@@ -282,7 +290,48 @@ class KubeletServer:
         upgrade = (request.header("upgrade") or "").lower()
         if upgrade == "spdy/3.1":
             return await self._upgrade_spdy(http, request, spec, options, what)
-        raise HttpError(400, f"{what} needs a connection upgrade to SPDY/3.1")
+        if upgrade == "websocket":
+            return await self._upgrade_websocket(http, request, spec, options, what)
+        raise HttpError(400, f"{what} needs a connection upgrade to SPDY/3.1 or websocket")
+
+    def _starter(self, spec: ExecSpec, what: str) -> Callable[[], Awaitable[ExecSession]]:
+        if what == "attach":
+            return lambda: self._execs.attach(spec)
+        return lambda: self._execs.exec(spec)
+
+    async def _upgrade_websocket(
+        self,
+        http: HttpConnection,
+        request: _Request,
+        spec: ExecSpec,
+        options: rq.ExecOptions,
+        what: str,
+    ) -> bool:
+        key = request.header("sec-websocket-key")
+        if not key or request.header("sec-websocket-version") != "13":
+            raise HttpError(400, "WebSocket upgrade needs Sec-WebSocket-Key and version 13")
+        offered = request.headers.get("sec-websocket-protocol", [])
+        if not streamprotocol.offered_protocols(offered):
+            raise HttpError(400, f"no Sec-WebSocket-Protocol offered; supported: "
+                                 f"{', '.join(streamprotocol.WEBSOCKET_PROTOCOLS)}")
+        try:
+            protocol = streamprotocol.negotiate(offered, streamprotocol.WEBSOCKET_PROTOCOLS)
+        except streamprotocol.NoCommonProtocol as exc:
+            raise _protocol_refusal(exc) from exc
+        trailing = await http.switch_protocols([
+            ("Connection", "Upgrade"),
+            ("Upgrade", "websocket"),
+            ("Sec-WebSocket-Accept", generate_accept_token(key.encode()).decode()),
+            ("Sec-WebSocket-Protocol", protocol),
+        ])
+        log.info("%s %s/%s/%s %s over WebSocket %s", what, spec.namespace, spec.pod,
+                 spec.container, list(spec.command), protocol)
+        session = WebSocketExecSession(
+            http.reader, http.writer, protocol=protocol, options=options,
+            start=self._starter(spec, what), what=what,
+        )
+        await session.run(trailing)
+        return True
 
     async def _upgrade_spdy(
         self,
@@ -301,9 +350,6 @@ class KubeletServer:
         if offered:
             headers.append(("X-Stream-Protocol-Version", protocol))
         trailing = await http.switch_protocols(headers)
-        start: Callable[[], Any] = (
-            (lambda: self._execs.attach(spec)) if what == "attach" else (lambda: self._execs.exec(spec))
-        )
         log.info(
             "%s %s/%s/%s %s over SPDY %s", what, spec.namespace, spec.pod, spec.container,
             list(spec.command), protocol,
@@ -313,7 +359,7 @@ class KubeletServer:
             http.writer,
             protocol=protocol,
             options=options,
-            start=start,
+            start=self._starter(spec, what),
             what=what,
             stream_creation_timeout=self.settings.stream_creation_timeout,
         )

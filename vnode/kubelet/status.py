@@ -7,25 +7,20 @@ other ``Failure`` is printed as an error with its ``message``.
 
 from __future__ import annotations
 
-import json
 from typing import Any
+
+from plugin_client import channel
 
 Status = dict[str, Any]
 
 
 def success() -> Status:
-    return {"metadata": {}, "status": "Success"}
+    return channel.status_success()
 
 
 def exit_code(code: int) -> Status:
     """The process ended with ``code`` != 0. ``StatusCause.Type`` serialises as "reason"."""
-    return {
-        "metadata": {},
-        "status": "Failure",
-        "message": f"command terminated with non-zero exit code: exit status {code}",
-        "reason": "NonZeroExitCode",
-        "details": {"causes": [{"reason": "ExitCode", "message": str(code)}]},
-    }
+    return channel.status_exit_code(code)
 
 
 def failure(message: str, *, reason: str = "InternalError", code: int = 500) -> Status:
@@ -44,7 +39,8 @@ def for_exit(code: int) -> Status:
 
 
 def encode(status: Status) -> bytes:
-    return json.dumps(status, separators=(",", ":")).encode()
+    """Go's JSON bytes for the Status (shared with the plugin exec extension)."""
+    return channel.encode_status(status)
 
 
 _REASONS = {400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound",

@@ -1,6 +1,8 @@
 // spdyclient is a test-only exec client built from client-go's own remotecommand and
 // SPDY upgrader, so vnode's SPDY/3.1 server is checked against the real Go peer.
 //
+// It also speaks WebSocket (-websocket), with client-go's WebSocket executor.
+//
 // Usage: spdyclient -url https://127.0.0.1:PORT/exec/ns/pod/ctr?command=...&output=1 [flags]
 // stdin/stdout/stderr are the process's own. Exit status: the remote command's exit code,
 // 125 for any other error (printed as "spdyclient: <error>" on stderr).
@@ -54,6 +56,7 @@ func main() {
 	tty := flag.Bool("tty", false, "request a tty")
 	cols := flag.Uint("cols", 0, "with -tty: send one resize with this width")
 	rows := flag.Uint("rows", 0, "with -tty: send one resize with this height")
+	websocket := flag.Bool("websocket", false, "use client-go's WebSocket executor (GET, channel protocol) instead of SPDY")
 	dump := flag.Bool("dump-syn-streams", false, "print two spdystream SYN_STREAM frames in hex and exit")
 	flag.Parse()
 
@@ -77,11 +80,16 @@ func main() {
 			KeyFile:  *keyFile,
 		},
 	}
-	transport, upgrader, err := spdytransport.RoundTripperFor(config)
-	if err != nil {
-		fail(err)
+	var executor remotecommand.Executor
+	if *websocket {
+		executor, err = remotecommand.NewWebSocketExecutorForProtocols(config, http.MethodGet, u.String(), strings.Split(*protocols, ",")...)
+	} else {
+		transport, upgrader, rtErr := spdytransport.RoundTripperFor(config)
+		if rtErr != nil {
+			fail(rtErr)
+		}
+		executor, err = remotecommand.NewSPDYExecutorForProtocols(transport, upgrader, http.MethodPost, u, strings.Split(*protocols, ",")...)
 	}
-	executor, err := remotecommand.NewSPDYExecutorForProtocols(transport, upgrader, http.MethodPost, u, strings.Split(*protocols, ",")...)
 	if err != nil {
 		fail(err)
 	}
