@@ -20,7 +20,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -43,7 +43,9 @@ class TestbedCommandError(AssertionError):
 
     def __init__(self, argv: list[str], proc: subprocess.CompletedProcess[str]) -> None:
         self.argv, self.returncode, self.stdout, self.stderr = argv, proc.returncode, proc.stdout, proc.stderr
-        super().__init__(f"`{' '.join(argv)}` exited {proc.returncode}\nstdout: {proc.stdout[-2000:]}\nstderr: {proc.stderr[-2000:]}")
+        super().__init__(
+            f"`{' '.join(argv)}` exited {proc.returncode}\nstdout: {proc.stdout[-2000:]}\nstderr: {proc.stderr[-2000:]}"
+        )
 
 
 @dataclass(frozen=True)
@@ -77,10 +79,24 @@ class Testbed:
     @classmethod
     def from_info(cls, info: dict[str, Any]) -> Testbed:
         paths = {
-            "kubeconfig", "kubectl", "bin_dir", "pki_dir", "ca_cert", "ca_key", "kubelet_client_cert",
-            "kubelet_client_key", "slurm_bin_dir", "slurm_conf", "singularity", "standin_dir", "state_dir", "log_dir",
+            "kubeconfig",
+            "kubectl",
+            "bin_dir",
+            "pki_dir",
+            "ca_cert",
+            "ca_key",
+            "kubelet_client_cert",
+            "kubelet_client_key",
+            "slurm_bin_dir",
+            "slurm_conf",
+            "singularity",
+            "standin_dir",
+            "state_dir",
+            "log_dir",
         }
-        kwargs: dict[str, Any] = {k: Path(info[k]) if k in paths else info[k] for k in cls.__dataclass_fields__ if k != "env"}
+        kwargs: dict[str, Any] = {
+            k: Path(info[k]) if k in paths else info[k] for k in cls.__dataclass_fields__ if k != "env"
+        }
         return cls(**kwargs, env={**os.environ, **info["env"]})
 
     # --- SLURM ------------------------------------------------------------------------------------
@@ -115,7 +131,9 @@ class Testbed:
 
     def sacct_states(self, job_ids: list[str]) -> dict[str, tuple[str, str]]:
         """{job id: (State, ExitCode)} from plain `sacct -j` (through slurmdbd), allocation lines only."""
-        out = self.run([self.sacct, "-j", ",".join(job_ids), "--parsable2", "--noheader", "-X", "-o", "JobID,State,ExitCode"])
+        out = self.run(
+            [self.sacct, "-j", ",".join(job_ids), "--parsable2", "--noheader", "-X", "-o", "JobID,State,ExitCode"]
+        )
         rows = [line.split("|") for line in out.stdout.splitlines() if line]
         return {job: (state, code) for job, state, code in rows}
 
@@ -124,33 +142,56 @@ class Testbed:
 
         def finished() -> dict[str, tuple[str, str]] | None:
             states = self.sacct_states(job_ids)
-            done = all(j in states and states[j][0] not in ("PENDING", "RUNNING", "COMPLETING", "REQUEUED") for j in job_ids)
+            done = all(
+                j in states and states[j][0] not in ("PENDING", "RUNNING", "COMPLETING", "REQUEUED") for j in job_ids
+            )
             return states if done else None
 
         return self.wait_until(finished, f"SLURM jobs {job_ids} to finish (sacct)", timeout=timeout)
 
     # --- running things -----------------------------------------------------------------------------
     def run(
-        self, argv: list[str | Path], *, input: str | None = None, check: bool = True,
-        timeout: float = KUBECTL_TIMEOUT, cwd: Path | None = None, env: dict[str, str] | None = None,
+        self,
+        argv: list[str | Path],
+        *,
+        input: str | None = None,
+        check: bool = True,
+        timeout: float = KUBECTL_TIMEOUT,
+        cwd: Path | None = None,
+        env: dict[str, str] | None = None,
     ) -> subprocess.CompletedProcess[str]:
         """Run a command with the testbed environment (blocking: use `arun` inside async tests)."""
         args = [str(a) for a in argv]
         proc = subprocess.run(
-            args, input=input, capture_output=True, text=True, timeout=timeout, cwd=cwd, env={**self.env, **(env or {})}
+            args,
+            input=input,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=cwd,
+            env={**self.env, **(env or {})},
+            check=False,
         )
         if check and proc.returncode != 0:
             raise TestbedCommandError(args, proc)
         return proc
 
     async def arun(
-        self, argv: list[str | Path], *, input: str | None = None, check: bool = True, timeout: float = KUBECTL_TIMEOUT,
+        self,
+        argv: list[str | Path],
+        *,
+        input: str | None = None,
+        check: bool = True,
+        timeout: float = KUBECTL_TIMEOUT,
     ) -> subprocess.CompletedProcess[str]:
         """`run` for async tests: never blocks the event loop the code under test shares."""
         args = [str(a) for a in argv]
         proc = await asyncio.create_subprocess_exec(
-            *args, env=self.env, stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            *args,
+            env=self.env,
+            stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
         )
         try:
             out, err = await asyncio.wait_for(proc.communicate(input.encode() if input is not None else None), timeout)
@@ -159,21 +200,31 @@ class Testbed:
                 proc.kill()
                 await proc.wait()
             raise
-        done = subprocess.CompletedProcess(args, proc.returncode or 0, out.decode(errors="replace"), err.decode(errors="replace"))
+        done = subprocess.CompletedProcess(
+            args, proc.returncode or 0, out.decode(errors="replace"), err.decode(errors="replace")
+        )
         if check and done.returncode != 0:
             raise TestbedCommandError(args, done)
         return done
 
-    def kubectl_run(self, *args: str, input: str | None = None, check: bool = True, timeout: float = KUBECTL_TIMEOUT) -> subprocess.CompletedProcess[str]:
+    def kubectl_run(
+        self, *args: str, input: str | None = None, check: bool = True, timeout: float = KUBECTL_TIMEOUT
+    ) -> subprocess.CompletedProcess[str]:
         """`kubectl --kubeconfig=<admin> ARGS...`; raises TestbedCommandError on failure unless check=False."""
-        return self.run([self.kubectl, f"--kubeconfig={self.kubeconfig}", *args], input=input, check=check, timeout=timeout)
+        return self.run(
+            [self.kubectl, f"--kubeconfig={self.kubeconfig}", *args], input=input, check=check, timeout=timeout
+        )
 
     def kubectl_json(self, *args: str) -> Any:
         """`kubectl ARGS -o json`, parsed."""
         return json.loads(self.kubectl_run(*args, "-o", "json").stdout)
 
-    async def akubectl(self, *args: str, input: str | None = None, check: bool = True, timeout: float = KUBECTL_TIMEOUT) -> subprocess.CompletedProcess[str]:
-        return await self.arun([self.kubectl, f"--kubeconfig={self.kubeconfig}", *args], input=input, check=check, timeout=timeout)
+    async def akubectl(
+        self, *args: str, input: str | None = None, check: bool = True, timeout: float = KUBECTL_TIMEOUT
+    ) -> subprocess.CompletedProcess[str]:
+        return await self.arun(
+            [self.kubectl, f"--kubeconfig={self.kubeconfig}", *args], input=input, check=check, timeout=timeout
+        )
 
     def apply(self, manifest: dict[str, Any] | str) -> None:
         """`kubectl apply -f -` of one object (dict) or YAML/JSON text."""
@@ -212,7 +263,7 @@ def unique(prefix: str = "t") -> str:
 
 def _start_testbed() -> Testbed:
     try:
-        up = subprocess.run([str(TESTBED_CMD), "up"], capture_output=True, text=True, timeout=UP_TIMEOUT)
+        up = subprocess.run([str(TESTBED_CMD), "up"], capture_output=True, text=True, timeout=UP_TIMEOUT, check=False)
     except (OSError, subprocess.TimeoutExpired) as e:
         pytest.fail(f"the testbed could not start: `hack/testbed up` did not finish: {e}", pytrace=False)
     if up.returncode != 0:
@@ -220,7 +271,7 @@ def _start_testbed() -> Testbed:
             f"the testbed could not start (`hack/testbed up` exited {up.returncode}):\n{up.stderr[-6000:]}{up.stdout[-2000:]}",
             pytrace=False,
         )
-    env = subprocess.run([str(TESTBED_CMD), "env", "--json"], capture_output=True, text=True, timeout=120)
+    env = subprocess.run([str(TESTBED_CMD), "env", "--json"], capture_output=True, text=True, timeout=120, check=False)
     if env.returncode != 0:
         pytest.fail(f"`hack/testbed env --json` failed:\n{env.stderr}", pytrace=False)
     return Testbed.from_info(json.loads(env.stdout))
@@ -262,8 +313,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
-    report = yield
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report: pytest.TestReport = yield
     if report.skipped and item.get_closest_marker("integration") and not hasattr(report, "wasxfail"):
         reason = report.longrepr[-1] if isinstance(report.longrepr, tuple) else report.longrepr
         report.outcome = "failed"

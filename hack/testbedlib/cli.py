@@ -18,8 +18,17 @@ from .component import Component, ComponentError, base_env
 from .layout import SLURM_CONF, Layout, state_root
 
 # Start order; `down` stops in reverse.
-ORDER = ("munged", "mariadb", "slurmdbd", "slurmctld", "slurmd",
-         "etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
+ORDER = (
+    "munged",
+    "mariadb",
+    "slurmdbd",
+    "slurmctld",
+    "slurmd",
+    "etcd",
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+)
 SLURM_BIN_DIR = Path("/usr/bin")  # Debian's slurm-client
 JOB_DRAIN_TIMEOUT = 45  # KillWait (30 s) + margin: cancelled jobs get SIGTERM, then SIGKILL
 
@@ -166,7 +175,9 @@ def status(layout: Layout, as_json: bool) -> int:
             reason = c.probe()
             state, detail = ("ready", "") if reason is None else ("unhealthy", reason)
         healthy &= state == "ready"
-        rows.append({"component": name, "state": state, "pid": rec.pid if rec else None, "detail": detail, "log": str(c.log)})
+        rows.append(
+            {"component": name, "state": state, "pid": rec.pid if rec else None, "detail": detail, "log": str(c.log)}
+        )
     if as_json:
         print(json.dumps({"k8s_version": layout.k8s_version, "components": rows}, indent=1))
     else:
@@ -180,12 +191,14 @@ def status(layout: Layout, as_json: bool) -> int:
 def env_lines(layout: Layout) -> str:
     i = info(layout)
     q = shlex.quote
-    return "\n".join([
-        f"export KUBECONFIG={q(i['kubeconfig'])}",
-        f'export PATH={q(i["bin_dir"])}:{q(i["standin_dir"])}:"$PATH"',
-        f"export SLURM_CONF={q(i['slurm_conf'])}",
-        f"export VNODE_TESTBED_STATE={q(i['state_dir'])}",
-    ])
+    return "\n".join(
+        [
+            f"export KUBECONFIG={q(i['kubeconfig'])}",
+            f'export PATH={q(i["bin_dir"])}:{q(i["standin_dir"])}:"$PATH"',
+            f"export SLURM_CONF={q(i['slurm_conf'])}",
+            f"export VNODE_TESTBED_STATE={q(i['state_dir'])}",
+        ]
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,9 +10,9 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from . import procs
 
@@ -128,7 +128,7 @@ def http_probe(url: str, context: ssl.SSLContext | None = None, expect: str | No
 def command_probe(argv: list[str], expect: Callable[[str], str | None] | None = None, env: dict | None = None) -> Probe:
     def probe() -> str | None:
         try:
-            p = subprocess.run(argv, capture_output=True, text=True, timeout=10, env=env)
+            p = subprocess.run(argv, capture_output=True, text=True, timeout=10, env=env, check=False)
         except (OSError, subprocess.TimeoutExpired) as e:
             return f"{argv[0]}: {e}"
         if p.returncode != 0:

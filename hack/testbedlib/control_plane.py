@@ -155,6 +155,6 @@ def components(layout: Layout, owner: str) -> dict[str, Component]:
 
 def bootstrap_rbac(layout: Layout) -> None:
     argv = [str(layout.bin_dir / "kubectl"), f"--kubeconfig={layout.admin_kubeconfig}", "apply", "-f", "-"]
-    p = subprocess.run(argv, input=RBAC_BOOTSTRAP, capture_output=True, text=True, timeout=60)
+    p = subprocess.run(argv, input=RBAC_BOOTSTRAP, capture_output=True, text=True, timeout=60, check=False)
     if p.returncode != 0:
         raise ComponentError("rbac-bootstrap", f"kubectl apply failed: {p.stderr.strip()}", None)

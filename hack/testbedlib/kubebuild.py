@@ -48,7 +48,13 @@ def _go(args: list[str], cwd: Path, log, timeout: float = 3600) -> str:
     log.write(f"$ go {' '.join(args)}\n")
     log.flush()
     proc = subprocess.run(
-        ["go", *args], cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=timeout
+        ["go", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
     )
     log.write(proc.stderr)
     log.flush()
@@ -85,6 +91,7 @@ def resolve_version(requested: str | None) -> str:
             capture_output=True,
             text=True,
             timeout=120,
+            check=False,
         )
         if out.returncode != 0:
             raise BuildError(out.stderr.strip())
@@ -101,18 +108,24 @@ def resolve_version(requested: str | None) -> str:
 
 
 def staging_replaces(kk_gomod: str, version: str) -> dict[str, str]:
-    """Map each `k8s.io/<x> v0.0.0` requirement of k/k's go.mod to its published `v0.<minor>.<patch>`."""
+    """Map each staging module of k/k's go.mod to its published `v0.<minor>.<patch>` twin.
+
+    Staging modules are those k/k replaces with ./staging/src/... and requires at v0.0.0."""
     twin = "v0." + version.split(".", 1)[1]
-    mods = re.findall(r"^\s*(?:require\s+)?(k8s\.io/[A-Za-z0-9._-]+)\s+v0\.0\.0\s*$", kk_gomod, re.M)
+    required = re.findall(
+        r"^\s*(?:require\s+)?(k8s\.io/[A-Za-z0-9._/-]+)\s+v0\.0\.0\s*(?://.*)?$", kk_gomod, re.MULTILINE
+    )
+    local = re.findall(r"^\s*(?:replace\s+)?(k8s\.io/[A-Za-z0-9._/-]+)\s+=>\s+\./staging/", kk_gomod, re.MULTILINE)
+    mods = set(required) | set(local)
     if not mods:
         raise BuildError("k8s.io/kubernetes go.mod lists no v0.0.0 staging modules; the wrapper recipe needs updating")
-    return {m: twin for m in sorted(set(mods))}
+    return {m: twin for m in sorted(mods)}
 
 
 def wrapper_gomod(kk_gomod: str, version: str) -> str:
     """The wrapper's go.mod: k/k's go and godebug lines (same runtime defaults as a release build)."""
-    go_line = re.search(r"^go\s+(\S+)\s*$", kk_gomod, re.M)
-    godebug = re.findall(r"^godebug\s+.+$", kk_gomod, re.M)
+    go_line = re.search(r"^go\s+(\S+)\s*$", kk_gomod, re.MULTILINE)
+    godebug = re.findall(r"^godebug\s+.+$", kk_gomod, re.MULTILINE)
     lines = [f"module {WRAPPER_MODULE}", "", f"go {go_line.group(1) if go_line else '1.25.0'}", ""]
     lines += godebug + ([""] if godebug else [])
     lines += [f"require k8s.io/kubernetes v{version}", ""]
@@ -120,9 +133,11 @@ def wrapper_gomod(kk_gomod: str, version: str) -> str:
     return "\n".join(lines)
 
 
-TOOLS_GO = "//go:build tools\n\n// Package tools pins the commands the testbed builds, so `go mod tidy` keeps their deps.\npackage tools\n\nimport (\n" + "".join(
-    f'\t_ "{pkg}"\n' for pkg in BINARIES.values()
-) + ")\n"
+TOOLS_GO = (
+    "//go:build tools\n\n// Package tools pins the commands the testbed builds, so `go mod tidy` keeps their deps.\npackage tools\n\nimport (\n"
+    + "".join(f'\t_ "{pkg}"\n' for pkg in BINARIES.values())
+    + ")\n"
+)
 
 
 def ldflags(version: str) -> str:
@@ -195,7 +210,11 @@ def _build(layout: Layout) -> None:
             t = time.monotonic()
             print(f"testbed:   go build {name}", file=sys.stderr)
             flags = ldflags(v) if pkg.startswith("k8s.io/") else "-s -w"
-            _go(["build", "-p", BUILD_PARALLELISM, "-trimpath", "-ldflags", flags, "-o", str(tmp / name), pkg], cwd=wd, log=log)
+            _go(
+                ["build", "-p", BUILD_PARALLELISM, "-trimpath", "-ldflags", flags, "-o", str(tmp / name), pkg],
+                cwd=wd,
+                log=log,
+            )
             timings[name] = time.monotonic() - t
         go_version = _go(["env", "GOVERSION"], cwd=wd, log=log).strip()
         meta = {

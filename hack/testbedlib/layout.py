@@ -54,7 +54,7 @@ class Layout:
     state: Path
 
     @classmethod
-    def for_version(cls, k8s_version: str) -> "Layout":
+    def for_version(cls, k8s_version: str) -> Layout:
         return cls(k8s_version=k8s_version.removeprefix("v"), cache=cache_root(), state=state_root())
 
     # --- build cache -------------------------------------------------------------------------

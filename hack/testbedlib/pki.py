@@ -60,8 +60,17 @@ def _name(cn: str, orgs: tuple[str, ...] = ()) -> x509.Name:
 
 
 def _key_usage(**on: bool) -> x509.KeyUsage:
-    flags = ("digital_signature", "content_commitment", "key_encipherment", "data_encipherment",
-             "key_agreement", "key_cert_sign", "crl_sign", "encipher_only", "decipher_only")
+    flags = (
+        "digital_signature",
+        "content_commitment",
+        "key_encipherment",
+        "data_encipherment",
+        "key_agreement",
+        "key_cert_sign",
+        "crl_sign",
+        "encipher_only",
+        "decipher_only",
+    )
     return x509.KeyUsage(**{f: on.get(f, False) for f in flags})
 
 
@@ -101,17 +110,13 @@ def _leaf(
     sans: list[x509.GeneralName] | None = None,
 ) -> tuple[x509.Certificate, rsa.RSAPrivateKey]:
     key = _new_key()
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     b = (
         _builder(_name(cn, orgs), ca_cert.subject, key.public_key(), now)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            _key_usage(digital_signature=True, key_encipherment=True), critical=True
-        )
+        .add_extension(_key_usage(digital_signature=True, key_encipherment=True), critical=True)
         .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
-        )
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
     )
     if sans:
         b = b.add_extension(x509.SubjectAlternativeName(sans), critical=False)
@@ -120,7 +125,7 @@ def _leaf(
 
 def _ca(cn: str) -> tuple[x509.Certificate, rsa.RSAPrivateKey]:
     key = _new_key()
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     name = _name(cn)
     cert = (
         _builder(name, name, key.public_key(), now)
@@ -133,7 +138,13 @@ def _ca(cn: str) -> tuple[x509.Certificate, rsa.RSAPrivateKey]:
 
 
 def apiserver_sans() -> list[x509.GeneralName]:
-    dns = ["localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"]
+    dns = [
+        "localhost",
+        "kubernetes",
+        "kubernetes.default",
+        "kubernetes.default.svc",
+        "kubernetes.default.svc.cluster.local",
+    ]
     ips = ["127.0.0.1", KUBERNETES_SERVICE_IP]
     return [x509.DNSName(d) for d in dns] + [x509.IPAddress(ipaddress.ip_address(i)) for i in ips]
 
@@ -154,6 +165,7 @@ def expected_files(pki: Path) -> list[Path]:
 def _complete(pki: Path) -> bool:
     if not all(p.exists() for p in expected_files(pki)):
         return False
+
     def load(stem: str) -> x509.Certificate:
         return x509.load_pem_x509_certificate((pki / f"{stem}.crt").read_bytes())
 
@@ -210,11 +222,16 @@ def kubeconfig(server: str, pki: Path, stem: str, user: str) -> dict:
     return {
         "apiVersion": "v1",
         "kind": "Config",
-        "clusters": [{"name": CLUSTER_NAME, "cluster": {"server": server, "certificate-authority-data": b64(pki / "ca.crt")}}],
+        "clusters": [
+            {"name": CLUSTER_NAME, "cluster": {"server": server, "certificate-authority-data": b64(pki / "ca.crt")}}
+        ],
         "users": [
             {
                 "name": user,
-                "user": {"client-certificate-data": b64(pki / f"{stem}.crt"), "client-key-data": b64(pki / f"{stem}.key")},
+                "user": {
+                    "client-certificate-data": b64(pki / f"{stem}.crt"),
+                    "client-key-data": b64(pki / f"{stem}.key"),
+                },
             }
         ],
         "contexts": [{"name": CLUSTER_NAME, "context": {"cluster": CLUSTER_NAME, "user": user}}],

@@ -34,7 +34,7 @@ class ProcRecord:
         tmp.replace(path)
 
     @classmethod
-    def load(cls, path: Path) -> "ProcRecord | None":
+    def load(cls, path: Path) -> ProcRecord | None:
         try:
             return cls(**json.loads(path.read_text()))
         except (OSError, ValueError, TypeError):

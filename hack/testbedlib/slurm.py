@@ -76,10 +76,10 @@ AccountingStoragePort={SLURMDBD_PORT}
 JobAcctGatherType=jobacct_gather/linux
 JobAcctGatherFrequency=task=10
 JobCompType=jobcomp/none
-StateSaveLocation={s / 'ctld'}
-SlurmdSpoolDir={s / 'd'}
-SlurmctldPidFile={layout.run_dir / 'slurmctld.pid'}
-SlurmdPidFile={layout.run_dir / 'slurmd.pid'}
+StateSaveLocation={s / "ctld"}
+SlurmdSpoolDir={s / "d"}
+SlurmctldPidFile={layout.run_dir / "slurmctld.pid"}
+SlurmdPidFile={layout.run_dir / "slurmd.pid"}
 SlurmctldDebug=info
 SlurmdDebug=info
 NodeName={NODE} NodeAddr=127.0.0.1 CPUs={NODE_CPUS} Sockets=1 CoresPerSocket={NODE_CPUS} ThreadsPerCore=1 RealMemory={NODE_MEMORY_MB} State=UNKNOWN
@@ -95,7 +95,7 @@ DbdHost=localhost
 DbdPort={SLURMDBD_PORT}
 SlurmUser=root
 DebugLevel=info
-PidFile={layout.run_dir / 'slurmdbd.pid'}
+PidFile={layout.run_dir / "slurmdbd.pid"}
 StorageType=accounting_storage/mysql
 StorageHost=127.0.0.1
 StoragePort={MARIADB_PORT}
@@ -121,8 +121,15 @@ def _chown(path: Path, user: str) -> None:
 
 
 def missing_packages() -> list[str]:
-    need = {"munged": "munge", "slurmctld": "slurmctld", "slurmd": "slurmd", "sbatch": "slurm-client",
-            "slurmdbd": "slurmdbd", "mariadbd": "mariadb-server", "mariadb-install-db": "mariadb-server"}
+    need = {
+        "munged": "munge",
+        "slurmctld": "slurmctld",
+        "slurmd": "slurmd",
+        "sbatch": "slurm-client",
+        "slurmdbd": "slurmdbd",
+        "mariadbd": "mariadb-server",
+        "mariadb-install-db": "mariadb-server",
+    }
     paths = "/usr/sbin:/usr/bin:/sbin:/bin"
     return sorted({pkg for exe, pkg in need.items() if shutil.which(exe, path=paths) is None})
 
@@ -176,9 +183,17 @@ def _init_mariadb(layout: Layout) -> None:
     log = layout.log_dir / "mariadb-install-db.log"
     with open(log, "w") as out:
         p = subprocess.run(
-            ["mariadb-install-db", "--no-defaults", f"--datadir={data}", "--user=mysql",
-             "--auth-root-authentication-method=socket", "--skip-test-db"],
-            stdout=out, stderr=subprocess.STDOUT,
+            [
+                "mariadb-install-db",
+                "--no-defaults",
+                f"--datadir={data}",
+                "--user=mysql",
+                "--auth-root-authentication-method=socket",
+                "--skip-test-db",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            check=False,
         )
     if p.returncode != 0:
         shutil.rmtree(data, ignore_errors=True)
@@ -188,7 +203,10 @@ def _init_mariadb(layout: Layout) -> None:
 def _mariadb_sql(layout: Layout, sql: str) -> None:
     p = subprocess.run(
         ["mariadb", "--no-defaults", f"--socket={_mariadb_socket(layout)}", "-u", "root", "-e", sql],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     if p.returncode != 0:
         raise ComponentError("mariadb", f"SQL setup failed: {p.stderr.strip()}", None)
@@ -209,13 +227,23 @@ def ensure_database(layout: Layout) -> None:
 
 def ensure_cluster_registered() -> None:
     """slurmctld needs its cluster in the accounting database before its first start."""
-    p = subprocess.run(["sacctmgr", "-n", "-P", "list", "cluster", "format=cluster"], capture_output=True, text=True, timeout=60)
+    p = subprocess.run(
+        ["sacctmgr", "-n", "-P", "list", "cluster", "format=cluster"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     if p.returncode != 0:
         raise ComponentError("slurmdbd", f"sacctmgr list cluster failed: {p.stderr.strip()}", None)
     if CLUSTER not in p.stdout.split():
-        p = subprocess.run(["sacctmgr", "-i", "add", "cluster", CLUSTER], capture_output=True, text=True, timeout=60)
+        p = subprocess.run(
+            ["sacctmgr", "-i", "add", "cluster", CLUSTER], capture_output=True, text=True, timeout=60, check=False
+        )
         if p.returncode != 0:
-            raise ComponentError("slurmdbd", f"sacctmgr add cluster failed: {p.stderr.strip() or p.stdout.strip()}", None)
+            raise ComponentError(
+                "slurmdbd", f"sacctmgr add cluster failed: {p.stderr.strip() or p.stdout.strip()}", None
+            )
 
 
 def _node_state(out: str) -> str | None:
@@ -233,19 +261,32 @@ def components(layout: Layout, owner: str) -> dict[str, Component]:
 
     munge = comp(
         "munged",
-        ["/usr/sbin/munged", "--foreground", f"--socket={MUNGE_SOCKET_DIR / 'munge.socket.2'}",
-         f"--pid-file={MUNGE_SOCKET_DIR / 'munged.pid'}"],
+        [
+            "/usr/sbin/munged",
+            "--foreground",
+            f"--socket={MUNGE_SOCKET_DIR / 'munge.socket.2'}",
+            f"--pid-file={MUNGE_SOCKET_DIR / 'munged.pid'}",
+        ],
         command_probe(["/usr/bin/munge", "-n"]),
         user="munge",
         config_files=[MUNGE_KEY],
     )
     mariadb = comp(
         "mariadb",
-        ["/usr/sbin/mariadbd", "--no-defaults", f"--datadir={_mariadb_data(layout)}", "--user=mysql",
-         "--bind-address=127.0.0.1", f"--port={MARIADB_PORT}", f"--socket={_mariadb_socket(layout)}",
-         f"--pid-file={layout.mariadb_dir / 'mysqld.pid'}", "--skip-name-resolve", "--skip-log-bin",
-         "--innodb-buffer-pool-size=128M",  # a tiny accounting DB; keep the footprint small
-         "--innodb-lock-wait-timeout=900"],  # SLURM's documented recommendation for slurmdbd
+        [
+            "/usr/sbin/mariadbd",
+            "--no-defaults",
+            f"--datadir={_mariadb_data(layout)}",
+            "--user=mysql",
+            "--bind-address=127.0.0.1",
+            f"--port={MARIADB_PORT}",
+            f"--socket={_mariadb_socket(layout)}",
+            f"--pid-file={layout.mariadb_dir / 'mysqld.pid'}",
+            "--skip-name-resolve",
+            "--skip-log-bin",
+            "--innodb-buffer-pool-size=128M",  # a tiny accounting DB; keep the footprint small
+            "--innodb-lock-wait-timeout=900",
+        ],  # SLURM's documented recommendation for slurmdbd
         command_probe(["mariadb-admin", "--no-defaults", f"--socket={_mariadb_socket(layout)}", "-u", "root", "ping"]),
         port=MARIADB_PORT,
     )
@@ -275,12 +316,14 @@ def components(layout: Layout, owner: str) -> dict[str, Component]:
 
 def cancel_all_jobs() -> None:
     """Cancel every job so slurmstepd and job processes end before the daemons do."""
-    p = subprocess.run(["squeue", "-h", "-o", "%A"], capture_output=True, text=True, timeout=30)
+    p = subprocess.run(["squeue", "-h", "-o", "%A"], capture_output=True, text=True, timeout=30, check=False)
     ids = p.stdout.split() if p.returncode == 0 else []
     if ids:
-        subprocess.run(["scancel", *ids], capture_output=True, timeout=30)
+        subprocess.run(["scancel", *ids], capture_output=True, timeout=30, check=False)
 
 
 def jobs_remaining() -> int:
-    p = subprocess.run(["squeue", "-h", "-t", "PD,R,CG,S", "-o", "%A"], capture_output=True, text=True, timeout=30)
+    p = subprocess.run(
+        ["squeue", "-h", "-t", "PD,R,CG,S", "-o", "%A"], capture_output=True, text=True, timeout=30, check=False
+    )
     return len(p.stdout.split()) if p.returncode == 0 else 0

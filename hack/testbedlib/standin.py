@@ -23,8 +23,6 @@ IMAGE_DIRS = ("usr", "etc", "opt", "var", "srv", "bin", "sbin", "lib", "lib32", 
 NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
-
-
 def default_runscript(image: str) -> list[str]:
     """What `run` does without arguments: the image's CMD, as its Docker Hub image would have it."""
     name = image.rsplit("/", 1)[-1].split("@", 1)[0].split(":", 1)[0]
@@ -65,26 +63,71 @@ class Invocation:
 
 # Flags taking a value, by every spelling, mapped to a canonical name.
 VALUE_FLAGS = {
-    "--bind": "bind", "-B": "bind", "--mount": "mount",
-    "--env": "env", "--env-file": "env-file",
-    "--pwd": "pwd", "--home": "home", "-H": "home", "--hostname": "hostname",
-    "--no-mount": "no-mount", "--workdir": "workdir", "-W": "workdir",
-    "--network": "network", "--network-args": "network-args", "--security": "security",
+    "--bind": "bind",
+    "-B": "bind",
+    "--mount": "mount",
+    "--env": "env",
+    "--env-file": "env-file",
+    "--pwd": "pwd",
+    "--home": "home",
+    "-H": "home",
+    "--hostname": "hostname",
+    "--no-mount": "no-mount",
+    "--workdir": "workdir",
+    "-W": "workdir",
+    "--network": "network",
+    "--network-args": "network-args",
+    "--security": "security",
     "--uid": "uid",  # accepted and ignored: the stand-in runs as whoever SLURM runs the job as
 }
 # Boolean flags: canonical name. Unknown flags are rejected so a typo in a job script is visible.
 BOOL_FLAGS = {
-    "--containall": "containall", "-C": "containall", "--contain": "contain", "-c": "contain",
-    "--cleanenv": "cleanenv", "-e": "cleanenv", "--no-home": "no-home", "--no-eval": "no-eval",
-    "--nv": "nv", "--nvccli": "nvccli", "--rocm": "rocm", "--writable-tmpfs": "writable-tmpfs",
-    "--fakeroot": "fakeroot", "-f": "fakeroot", "--pid": "pid", "-p": "pid", "--ipc": "ipc", "-i": "ipc",
-    "--userns": "userns", "-u": "userns", "--no-init": "no-init", "--no-privs": "no-privs",
-    "--no-umask": "no-umask", "--compat": "compat", "--unsquash": "unsquash", "--no-https": "no-https",
+    "--containall": "containall",
+    "-C": "containall",
+    "--contain": "contain",
+    "-c": "contain",
+    "--cleanenv": "cleanenv",
+    "-e": "cleanenv",
+    "--no-home": "no-home",
+    "--no-eval": "no-eval",
+    "--nv": "nv",
+    "--nvccli": "nvccli",
+    "--rocm": "rocm",
+    "--writable-tmpfs": "writable-tmpfs",
+    "--fakeroot": "fakeroot",
+    "-f": "fakeroot",
+    "--pid": "pid",
+    "-p": "pid",
+    "--ipc": "ipc",
+    "-i": "ipc",
+    "--userns": "userns",
+    "-u": "userns",
+    "--no-init": "no-init",
+    "--no-privs": "no-privs",
+    "--no-umask": "no-umask",
+    "--compat": "compat",
+    "--unsquash": "unsquash",
+    "--no-https": "no-https",
 }
 GLOBAL_FLAGS = {"-d", "--debug", "-q", "--quiet", "-s", "--silent", "-v", "--verbose", "--nocolor"}
 # Accepted without an effect, each for a reason: no GPUs here, we already run as root, no init needed.
-NO_EFFECT = {"nv", "nvccli", "rocm", "fakeroot", "userns", "no-init", "no-privs", "no-umask", "no-eval",
-             "unsquash", "no-https", "uid", "network", "network-args", "workdir"}
+NO_EFFECT = {
+    "nv",
+    "nvccli",
+    "rocm",
+    "fakeroot",
+    "userns",
+    "no-init",
+    "no-privs",
+    "no-umask",
+    "no-eval",
+    "unsquash",
+    "no-https",
+    "uid",
+    "network",
+    "network-args",
+    "workdir",
+}
 
 
 def parse_bind_list(spec: str) -> list[Bind]:
@@ -246,8 +289,21 @@ def _apply_bool(inv: Invocation, name: str) -> None:
 
 # --- env files ------------------------------------------------------------------------------------
 
-_ANSI_SIMPLE = {"n": "\n", "t": "\t", "r": "\r", "a": "\a", "b": "\b", "f": "\f", "v": "\v",
-                "e": "\x1b", "E": "\x1b", "\\": "\\", "'": "'", '"': '"', "?": "?"}
+_ANSI_SIMPLE = {
+    "n": "\n",
+    "t": "\t",
+    "r": "\r",
+    "a": "\a",
+    "b": "\b",
+    "f": "\f",
+    "v": "\v",
+    "e": "\x1b",
+    "E": "\x1b",
+    "\\": "\\",
+    "'": "'",
+    '"': '"',
+    "?": "?",
+}
 
 
 def parse_env_file(text: str, origin: str = "env file") -> dict[str, str]:
@@ -350,62 +406,77 @@ def parse_env_file(text: str, origin: str = "env file") -> dict[str, str]:
 
 
 def _ansi_c(text: str, pos: int, err, name: str) -> tuple[int, str]:
-    out: list[str] = []
+    """The body of $'...' from `pos`. Octal and \\x escapes are bytes (bash's meaning), so the
+    result is assembled as bytes and decoded as UTF-8: printf %q writes é as $'\\303\\251'."""
+    out = bytearray()
     n = len(text)
     while True:
         if pos >= n:
             raise err(f"{name}: unterminated $'...'")
         c = text[pos]
         if c == "'":
-            return pos + 1, "".join(out)
+            try:
+                return pos + 1, out.decode("utf-8")
+            except UnicodeDecodeError:
+                raise err(f"{name}: $'...' escapes do not form valid UTF-8") from None
         if c != "\\":
-            out.append(c)
+            out += c.encode("utf-8")
             pos += 1
             continue
         if pos + 1 >= n:
             raise err(f"{name}: unterminated $'...'")
         e = text[pos + 1]
         if e in _ANSI_SIMPLE:
-            out.append(_ANSI_SIMPLE[e])
+            out += _ANSI_SIMPLE[e].encode()
             pos += 2
-        elif e in "xuU":
-            width = {"x": 2, "u": 4, "U": 8}[e]
-            m = re.compile("[0-9A-Fa-f]{1,%d}" % width).match(text, pos + 2)
+        elif e == "x":
+            m = re.compile("[0-9A-Fa-f]{1,2}").match(text, pos + 2)
+            if not m:
+                raise err(f"{name}: bad \\x escape in $'...'")
+            out.append(int(m.group(0), 16))
+            pos = m.end()
+        elif e in "uU":
+            m = re.compile(f"[0-9A-Fa-f]{{1,{4 if e == 'u' else 8}}}").match(text, pos + 2)
             if not m:
                 raise err(f"{name}: bad \\{e} escape in $'...'")
-            code = int(m.group(0), 16)
-            # bash reads \xHH as a raw byte; values here are text, so it is the code point U+00HH.
-            out.append(chr(code))
+            out += chr(int(m.group(0), 16)).encode("utf-8", "surrogatepass")
             pos = m.end()
         elif e in "01234567":
             m = re.compile("[0-7]{1,3}").match(text, pos + 1)
-            out.append(chr(int(m.group(0), 8)))
+            assert m is not None
+            out.append(int(m.group(0), 8) & 0xFF)
             pos = m.end()
         elif e == "c" and pos + 2 < n:
-            out.append(chr(ord(text[pos + 2]) & 0x1F))
+            out.append(ord(text[pos + 2]) & 0x1F)
             pos += 3
         else:
-            out.append("\\" + e)
+            out += ("\\" + e).encode()
             pos += 2
 
 
 # --- the container's environment and the bwrap command --------------------------------------------
 
 
-def container_env(inv: Invocation, host_env: dict[str, str], env_files: list[dict[str, str]], home: str) -> dict[str, str]:
+def container_env(
+    inv: Invocation, host_env: dict[str, str], env_files: list[dict[str, str]], home: str
+) -> dict[str, str]:
     """Apptainer's order: host env (unless --cleanenv) < APPTAINERENV_/SINGULARITYENV_ < env files < --env."""
+    env: dict[str, str]
     if inv.cleanenv:
         env = {k: host_env[k] for k in ("TERM", "LANG", "LC_ALL") if k in host_env}
     else:
         # apptainer never passes the host PATH or LD_LIBRARY_PATH into the container
-        env = {k: v for k, v in host_env.items() if k not in ("PATH", "LD_LIBRARY_PATH")
-               and not k.startswith(("APPTAINERENV_", "SINGULARITYENV_"))}
+        env = {
+            k: v
+            for k, v in host_env.items()
+            if k not in ("PATH", "LD_LIBRARY_PATH") and not k.startswith(("APPTAINERENV_", "SINGULARITYENV_"))
+        }
     env["HOME"] = home
     env["PATH"] = CONTAINER_PATH
     for prefix in ("SINGULARITYENV_", "APPTAINERENV_"):
         for k, v in host_env.items():
-            if k.startswith(prefix) and NAME_RE.fullmatch(k[len(prefix):]):
-                env[k[len(prefix):]] = v
+            if k.startswith(prefix) and NAME_RE.fullmatch(k[len(prefix) :]):
+                env[k[len(prefix) :]] = v
     for values in env_files:
         env.update(values)
     env.update(inv.env)

@@ -14,6 +14,7 @@ import ssl
 import subprocess
 import urllib.request
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 from cryptography import x509
@@ -27,7 +28,7 @@ pytestmark = pytest.mark.integration
 
 
 def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def test_apiserver_readyz_is_ok_over_tls_with_the_admin_client_cert(testbed: Testbed) -> None:
@@ -52,20 +53,33 @@ def test_apiserver_listens_on_loopback_only(testbed: Testbed) -> None:
 
 
 def test_testbed_status_reports_every_component_ready(testbed: Testbed) -> None:
-    out = subprocess.run([str(REPO / "hack" / "testbed"), "status", "--json"], capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [str(REPO / "hack" / "testbed"), "status", "--json"], capture_output=True, text=True, timeout=120, check=False
+    )
     status = json.loads(out.stdout)
     states = {c["component"]: c["state"] for c in status["components"]}
     assert states == {name: "ready" for name in states}
-    assert {"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "slurmctld", "slurmd", "slurmdbd"} <= set(states)
+    assert {
+        "etcd",
+        "kube-apiserver",
+        "kube-controller-manager",
+        "kube-scheduler",
+        "slurmctld",
+        "slurmd",
+        "slurmdbd",
+    } <= set(states)
     assert out.returncode == 0
 
 
 def test_rbac_denies_an_unprivileged_service_account_token(testbed: Testbed, namespace: str) -> None:
     testbed.kubectl_run("create", "serviceaccount", "nobody", "-n", namespace)
     token = testbed.kubectl_run("create", "token", "nobody", "-n", namespace, "--duration=10m").stdout.strip()
-    as_sa = [
-        testbed.kubectl, f"--server={testbed.apiserver_url}", f"--certificate-authority={testbed.ca_cert}",
-        f"--token={token}", "--kubeconfig=/dev/null",
+    as_sa: list[str | Path] = [
+        testbed.kubectl,
+        f"--server={testbed.apiserver_url}",
+        f"--certificate-authority={testbed.ca_cert}",
+        f"--token={token}",
+        "--kubeconfig=/dev/null",
     ]
     # The token is valid (TokenRequest + SA signing key work): the apiserver knows who is asking ...
     whoami = json.loads(testbed.run([*as_sa, "auth", "whoami", "-o", "json"]).stdout)
@@ -86,7 +100,9 @@ def test_kubelet_client_identity_is_bound_to_kubelet_api_admin(testbed: Testbed)
     assert ExtendedKeyUsageOID.CLIENT_AUTH in cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
 
     def can_i(*args: str) -> str:
-        return testbed.kubectl_run("auth", "can-i", *args, f"--as={testbed.kubelet_client_user}", check=False).stdout.strip()
+        return testbed.kubectl_run(
+            "auth", "can-i", *args, f"--as={testbed.kubelet_client_user}", check=False
+        ).stdout.strip()
 
     # What the apiserver does to a kubelet: logs (get nodes/proxy), exec/attach/port-forward (create).
     assert can_i("get", "nodes", "--subresource=proxy") == "yes"
@@ -103,20 +119,30 @@ def fake_node(testbed: Testbed, unique_name: Callable[[str], str]) -> Iterator[s
     """A Node object with a Ready status written by the test (no kubelet behind it), tainted like a
     virtual node so only pods that tolerate it may land there."""
     name = unique_name("vnode-smoke")
-    testbed.apply({
-        "apiVersion": "v1",
-        "kind": "Node",
-        "metadata": {"name": name, "labels": {"type": "virtual-kubelet", "vnode.test/node": name}},
-        "spec": {"taints": [{"key": "virtual-node.interlink/no-schedule", "value": "true", "effect": "NoSchedule"}]},
-    })
+    testbed.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {"name": name, "labels": {"type": "virtual-kubelet", "vnode.test/node": name}},
+            "spec": {
+                "taints": [{"key": "virtual-node.interlink/no-schedule", "value": "true", "effect": "NoSchedule"}]
+            },
+        }
+    )
     status = {
         "status": {
             "capacity": {"cpu": "8", "memory": "16Gi", "pods": "110"},
             "allocatable": {"cpu": "8", "memory": "16Gi", "pods": "110"},
-            "conditions": [{
-                "type": "Ready", "status": "True", "reason": "KubeletReady", "message": "fake status from a test",
-                "lastHeartbeatTime": _now(), "lastTransitionTime": _now(),
-            }],
+            "conditions": [
+                {
+                    "type": "Ready",
+                    "status": "True",
+                    "reason": "KubeletReady",
+                    "message": "fake status from a test",
+                    "lastHeartbeatTime": _now(),
+                    "lastTransitionTime": _now(),
+                }
+            ],
             "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}],
             "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}},
         }
@@ -132,15 +158,21 @@ def _pod(name: str, node: str, tolerate: bool) -> dict:
         "containers": [{"name": "main", "image": "docker://busybox:1.36", "command": ["sleep", "1"]}],
     }
     if tolerate:
-        spec["tolerations"] = [{"key": "virtual-node.interlink/no-schedule", "operator": "Exists", "effect": "NoSchedule"}]
+        spec["tolerations"] = [
+            {"key": "virtual-node.interlink/no-schedule", "operator": "Exists", "effect": "NoSchedule"}
+        ]
     return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": spec}
 
 
 def test_scheduler_binds_pod_to_tainted_node_through_nodeselector_and_toleration(
     testbed: Testbed, namespace: str, fake_node: str
 ) -> None:
-    testbed.kubectl_run("apply", "-n", namespace, "-f", "-", input=json.dumps(_pod("tolerates", fake_node, tolerate=True)))
-    testbed.kubectl_run("apply", "-n", namespace, "-f", "-", input=json.dumps(_pod("intolerant", fake_node, tolerate=False)))
+    testbed.kubectl_run(
+        "apply", "-n", namespace, "-f", "-", input=json.dumps(_pod("tolerates", fake_node, tolerate=True))
+    )
+    testbed.kubectl_run(
+        "apply", "-n", namespace, "-f", "-", input=json.dumps(_pod("intolerant", fake_node, tolerate=False))
+    )
 
     def bound_node() -> str | None:
         return testbed.kubectl_json("get", "pod", "tolerates", "-n", namespace)["spec"].get("nodeName")
@@ -160,33 +192,49 @@ def test_scheduler_binds_pod_to_tainted_node_through_nodeselector_and_toleration
     testbed.kubectl_run("delete", "pods", "--all", "-n", namespace, "--force", "--grace-period=0", check=False)
 
 
-def test_approved_kubelet_serving_csr_is_signed_by_the_cluster_ca(testbed: Testbed, unique_name: Callable[[str], str]) -> None:
+def test_approved_kubelet_serving_csr_is_signed_by_the_cluster_ca(
+    testbed: Testbed, unique_name: Callable[[str], str]
+) -> None:
     node = unique_name("csr-node")
     key = ec.generate_private_key(ec.SECP256R1())
     csr = (
         x509.CertificateSigningRequestBuilder()
-        .subject_name(x509.Name([
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "system:nodes"),
-            x509.NameAttribute(NameOID.COMMON_NAME, f"system:node:{node}"),
-        ]))
-        .add_extension(x509.SubjectAlternativeName([
-            x509.DNSName(node), x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-        ]), critical=False)
+        .subject_name(
+            x509.Name(
+                [
+                    x509.NameAttribute(NameOID.ORGANIZATION_NAME, "system:nodes"),
+                    x509.NameAttribute(NameOID.COMMON_NAME, f"system:node:{node}"),
+                ]
+            )
+        )
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [
+                    x509.DNSName(node),
+                    x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                ]
+            ),
+            critical=False,
+        )
         .sign(key, hashes.SHA256())
     )
     name = unique_name("kubelet-serving")
-    testbed.apply({
-        "apiVersion": "certificates.k8s.io/v1",
-        "kind": "CertificateSigningRequest",
-        "metadata": {"name": name},
-        "spec": {
-            "request": base64.b64encode(csr.public_bytes(serialization.Encoding.PEM)).decode(),
-            "signerName": "kubernetes.io/kubelet-serving",
-            "usages": ["digital signature", "server auth"],
-        },
-    })
+    testbed.apply(
+        {
+            "apiVersion": "certificates.k8s.io/v1",
+            "kind": "CertificateSigningRequest",
+            "metadata": {"name": name},
+            "spec": {
+                "request": base64.b64encode(csr.public_bytes(serialization.Encoding.PEM)).decode(),
+                "signerName": "kubernetes.io/kubelet-serving",
+                "usages": ["digital signature", "server auth"],
+            },
+        }
+    )
     try:
-        assert "certificate" not in testbed.kubectl_json("get", "csr", name).get("status", {})  # nothing before approval
+        assert "certificate" not in testbed.kubectl_json("get", "csr", name).get(
+            "status", {}
+        )  # nothing before approval
         testbed.kubectl_run("certificate", "approve", name)
 
         def issued() -> str | None:
@@ -196,7 +244,8 @@ def test_approved_kubelet_serving_csr_is_signed_by_the_cluster_ca(testbed: Testb
         cert = x509.load_pem_x509_certificate(pem)
         ca = x509.load_pem_x509_certificate(testbed.ca_cert.read_bytes())
         cert.verify_directly_issued_by(ca)  # chains to the testbed CA
-        assert cert.public_key().public_numbers() == key.public_key().public_numbers()
+        spki = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+        assert cert.public_key().public_bytes(*spki) == key.public_key().public_bytes(*spki)  # our key was certified
         assert cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == f"system:node:{node}"
         sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
         assert ipaddress.ip_address("127.0.0.1") in sans.get_values_for_type(x509.IPAddress)
@@ -208,10 +257,23 @@ def test_approved_kubelet_serving_csr_is_signed_by_the_cluster_ca(testbed: Testb
 def test_garbage_collector_deletes_dependents_of_a_deleted_owner(testbed: Testbed, namespace: str) -> None:
     testbed.kubectl_run("create", "configmap", "owner", "-n", namespace)
     owner_uid = testbed.kubectl_json("get", "configmap", "owner", "-n", namespace)["metadata"]["uid"]
-    testbed.kubectl_run("apply", "-n", namespace, "-f", "-", input=json.dumps({
-        "apiVersion": "v1", "kind": "ConfigMap",
-        "metadata": {"name": "dependent", "ownerReferences": [{"apiVersion": "v1", "kind": "ConfigMap", "name": "owner", "uid": owner_uid}]},
-    }))
+    testbed.kubectl_run(
+        "apply",
+        "-n",
+        namespace,
+        "-f",
+        "-",
+        input=json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {
+                    "name": "dependent",
+                    "ownerReferences": [{"apiVersion": "v1", "kind": "ConfigMap", "name": "owner", "uid": owner_uid}],
+                },
+            }
+        ),
+    )
     testbed.kubectl_run("delete", "configmap", "owner", "-n", namespace, "--cascade=background")
 
     def dependent_gone() -> bool:
@@ -229,4 +291,6 @@ def test_node_lifecycle_controller_marks_a_silent_node_not_ready(testbed: Testbe
         taints = {t["key"] for t in node["spec"].get("taints", [])}
         return ready == "Unknown" and "node.kubernetes.io/unreachable" in taints
 
-    testbed.wait_until(unknown_and_tainted, "the node-lifecycle controller to mark the silent node Unknown", timeout=180)
+    testbed.wait_until(
+        unknown_and_tainted, "the node-lifecycle controller to mark the silent node Unknown", timeout=180
+    )

@@ -44,8 +44,19 @@ def test_runs_a_command_inside_the_image_rootfs_with_a_bind_mount_and_passes_exi
         "exit 7"
     )
     proc = testbed.run(
-        [testbed.singularity, "exec", "--nv", "--no-eval", "--containall", "--bind", f"{data}:/data:rw",
-         "docker://busybox:1.36", "/bin/sh", "-c", script],
+        [
+            testbed.singularity,
+            "exec",
+            "--nv",
+            "--no-eval",
+            "--containall",
+            "--bind",
+            f"{data}:/data:rw",
+            "docker://busybox:1.36",
+            "/bin/sh",
+            "-c",
+            script,
+        ],
         check=False,
     )
     assert proc.returncode == 7, proc.stderr
@@ -55,8 +66,17 @@ def test_runs_a_command_inside_the_image_rootfs_with_a_bind_mount_and_passes_exi
 
 def test_read_only_bind_cannot_be_written(testbed: Testbed, tmp_path: Path) -> None:
     proc = testbed.run(
-        [testbed.singularity, "exec", "--containall", "-B", f"{tmp_path}:/ro:ro", "docker://alpine:3.20",
-         "sh", "-c", "echo x > /ro/f"],
+        [
+            testbed.singularity,
+            "exec",
+            "--containall",
+            "-B",
+            f"{tmp_path}:/ro:ro",
+            "docker://alpine:3.20",
+            "sh",
+            "-c",
+            "echo x > /ro/f",
+        ],
         check=False,
     )
     assert proc.returncode != 0
@@ -68,17 +88,42 @@ def test_env_file_values_with_hostile_characters_survive(testbed: Testbed, tmp_p
     env_file.write_text("".join(f"{k}={shlex.quote(v)}\n" for k, v in HOSTILE_VALUES.items()), encoding="utf-8")
     dump = "import json, os, sys; sys.stdout.write(json.dumps({k: os.environ.get(k) for k in sys.argv[1:]}))"
     proc = testbed.run(
-        [testbed.singularity, "exec", "--containall", "--cleanenv", "--no-eval", "--env-file", env_file,
-         "docker://python:3.11-alpine", "python", "-c", dump, *HOSTILE_VALUES]
+        [
+            testbed.singularity,
+            "exec",
+            "--containall",
+            "--cleanenv",
+            "--no-eval",
+            "--env-file",
+            env_file,
+            "docker://python:3.11-alpine",
+            "python",
+            "-c",
+            dump,
+            *HOSTILE_VALUES,
+        ]
     )
     assert json.loads(proc.stdout) == HOSTILE_VALUES
 
 
 def test_pwd_env_and_cleanenv_are_honoured(testbed: Testbed, tmp_path: Path) -> None:
     proc = testbed.run(
-        [testbed.singularity, "exec", "--containall", "--cleanenv", "--env", "GREETING=hello, world",
-         "--bind", f"{tmp_path}:/work", "--pwd", "/work", "docker://bash:5", "bash", "-c",
-         'echo "$PWD|$GREETING|${HOST_ONLY-unset}"'],
+        [
+            testbed.singularity,
+            "exec",
+            "--containall",
+            "--cleanenv",
+            "--env",
+            "GREETING=hello, world",
+            "--bind",
+            f"{tmp_path}:/work",
+            "--pwd",
+            "/work",
+            "docker://bash:5",
+            "bash",
+            "-c",
+            'echo "$PWD|$GREETING|${HOST_ONLY-unset}"',
+        ],
         env={"HOST_ONLY": "leaks"},
     )
     assert proc.stdout == "/work|hello, world|unset\n"
@@ -108,7 +153,7 @@ def test_container_exit_code_reaches_sacct_through_a_slurm_job(testbed: Testbed,
     (tmp_path / "job.sh").write_text(
         "#!/bin/bash\n"
         f"{shlex.quote(str(testbed.singularity))} exec --containall --bind {shlex.quote(str(tmp_path))}:/out "
-        "docker://python:3.11 python -c 'import sys; open(\"/out/ran\", \"w\").write(\"yes\"); sys.exit(42)'\n"
+        'docker://python:3.11 python -c \'import sys; open("/out/ran", "w").write("yes"); sys.exit(42)\'\n'
     )
     job = testbed.submit_job(tmp_path, "--mem=128M", str(tmp_path / "job.sh"))
     states = testbed.wait_jobs_finished([job])

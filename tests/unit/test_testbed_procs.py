@@ -1,0 +1,88 @@
+"""How the testbed owns its daemons (hack/testbedlib/procs.py): by pid + start time, group-wide stop."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import time
+from pathlib import Path
+
+from testbedlib import procs
+
+
+def _spawn_sleeper(tmp_path: Path, script: str = "sleep 300") -> procs.ProcRecord:
+    return procs.spawn(
+        "sleeper",
+        ["/bin/sh", "-c", script],
+        tmp_path / "sleeper.log",
+        {"PATH": "/usr/bin:/bin"},
+        owner=f"test-{tmp_path}",
+        fingerprint="fp",
+    )
+
+
+def _reap(pid: int) -> None:
+    try:
+        os.waitpid(pid, 0)  # spawn() leaves reaping to init; in a test we are the parent
+    except ChildProcessError:
+        pass
+
+
+def test_spawned_daemon_runs_in_its_own_session_and_is_recognised_by_its_record(tmp_path: Path) -> None:
+    rec = _spawn_sleeper(tmp_path)
+    try:
+        assert procs.is_alive(rec)
+        assert os.getpgid(rec.pid) == rec.pid and os.getsid(rec.pid) == rec.pid
+        saved = tmp_path / "sleeper.json"
+        rec.save(saved)
+        assert procs.ProcRecord.load(saved) == rec
+        assert "testbed starts sleeper" in (tmp_path / "sleeper.log").read_text()
+    finally:
+        procs.stop(rec, grace=5)
+        _reap(rec.pid)
+
+
+def test_a_recycled_pid_is_not_mistaken_for_our_daemon(tmp_path: Path) -> None:
+    rec = _spawn_sleeper(tmp_path)
+    try:
+        impostor = dataclasses.replace(rec, start_ticks=rec.start_ticks - 1)
+        assert not procs.is_alive(impostor)
+        assert procs.stop(impostor) is False  # and stop() leaves the real process alone
+        assert procs.is_alive(rec)
+    finally:
+        procs.stop(rec, grace=5)
+        _reap(rec.pid)
+
+
+def test_stop_ends_the_whole_process_group_including_children(tmp_path: Path) -> None:
+    rec = _spawn_sleeper(tmp_path, "sleep 300 & sleep 300 & wait")
+    try:
+        deadline = time.monotonic() + 10
+        while len(procs.owned_pids(f"test-{tmp_path}")) < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        family = procs.owned_pids(f"test-{tmp_path}")
+        assert len(family) == 3  # sh and its two sleeps all carry the owner marker
+    finally:
+        assert procs.stop(rec, grace=5)
+        _reap(rec.pid)
+    assert procs.owned_pids(f"test-{tmp_path}") == []
+
+
+def test_stop_escalates_to_sigkill_when_sigterm_is_ignored(tmp_path: Path) -> None:
+    rec = _spawn_sleeper(tmp_path, "trap '' TERM; touch ready; while :; do sleep 0.1; done")
+    try:
+        assert procs.stop(rec, grace=0.5)
+        assert not procs.is_alive(rec)
+    finally:
+        _reap(rec.pid)
+
+
+def test_owned_pids_finds_nothing_of_other_owners(tmp_path: Path) -> None:
+    other = subprocess.Popen(["sleep", "300"], env={"PATH": "/usr/bin:/bin", procs.OWNER_ENV: "someone-else"})
+    try:
+        assert other.pid not in procs.owned_pids(f"test-{tmp_path}")
+        assert other.pid in procs.owned_pids("someone-else")
+    finally:
+        other.kill()
+        other.wait()
