@@ -22,7 +22,12 @@ from pathlib import Path
 import pytest
 import trustme
 
-from tests.kubelet_support import ApiserverReviews, StaticLogs, StaticPods, SubprocessExec
+from tests.kubelet_support import (
+    ApiserverReviews,
+    StaticLogs,
+    StaticPods,
+    SubprocessExec,
+)
 from vnode.kube.client import KubeClient
 from vnode.kubelet import certs
 from vnode.kubelet.auth import RequestAuthority
@@ -72,7 +77,7 @@ async def create_pod(testbed, namespace: str, name: str, node: str) -> dict:
         },
     }
     await testbed.akubectl("create", "-f", "-", input=json.dumps(manifest))
-    now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     running = {"status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}],
                           "containerStatuses": [
                               {"name": c, "ready": True, "restartCount": 0, "image": "busybox", "imageID": "",
@@ -126,7 +131,7 @@ async def test_kubectl_logs_flags_arrive_as_log_options(cluster: Cluster) -> Non
     options = cluster.logs.calls[-1][3]
     assert (options.tail_lines, options.timestamps, options.since_seconds) == (3, True, 3600)
     await cluster.kubectl("logs", "web", "-c", "main", "--since-time=2026-01-02T03:04:05Z")
-    assert cluster.logs.calls[-1][3].since_time == dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc)
+    assert cluster.logs.calls[-1][3].since_time == dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
 
 
 async def test_kubectl_logs_limit_bytes_is_enforced(cluster: Cluster) -> None:

@@ -18,7 +18,13 @@ import pytest
 from cryptography import x509
 
 from tests.gobuild import go_binary
-from tests.kubelet_support import InMemoryReviews, StaticLogs, StaticPods, SubprocessExec, make_pod
+from tests.kubelet_support import (
+    InMemoryReviews,
+    StaticLogs,
+    StaticPods,
+    SubprocessExec,
+    make_pod,
+)
 from vnode.kubelet import certs
 from vnode.kubelet.auth import RequestAuthority
 from vnode.kubelet.server import KubeletServer, KubeletServerSettings
@@ -55,8 +61,8 @@ async def test_csr_yields_a_certificate_a_verifying_apiserver_accepts(testbed, u
     cert, _ = certs.load_pair(cert_path, key_path)
     ca = x509.load_pem_x509_certificate(testbed.ca_cert.read_bytes())
     assert cert.issuer == ca.subject
-    assert cert.subject.rfc4514_string() in ("CN=system:node:%s,O=system:nodes" % node,
-                                              "O=system:nodes,CN=system:node:%s" % node)
+    assert cert.subject.rfc4514_string() in (f"CN=system:node:{node},O=system:nodes",
+                                              f"O=system:nodes,CN=system:node:{node}")
     assert certs.renewal_time(cert) < cert.not_valid_after_utc
 
     reviews = InMemoryReviews(grants={testbed.kubelet_client_user: {("*", "*")}})

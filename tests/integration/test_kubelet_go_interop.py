@@ -17,7 +17,14 @@ import pytest
 import trustme
 
 from tests.gobuild import go_binary
-from tests.kubelet_support import InMemoryReviews, NoExec, StaticLogs, StaticPods, SubprocessExec, make_pod
+from tests.kubelet_support import (
+    InMemoryReviews,
+    NoExec,
+    StaticLogs,
+    StaticPods,
+    SubprocessExec,
+    make_pod,
+)
 from vnode.kubelet.auth import RequestAuthority
 from vnode.kubelet.backends import UserInfo
 from vnode.kubelet.server import KubeletServer, KubeletServerSettings

@@ -77,7 +77,7 @@ def test_mismatched_key_and_certificate_are_refused(tmp_path: Path) -> None:
 
 
 def test_renewal_is_due_at_80_percent_of_the_lifetime() -> None:
-    now = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+    now = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
     cert = certs.self_signed(certs.generate_key(), IDENTITY, lifetime=dt.timedelta(days=10), now=now)
     start = now - certs.CLOCK_SKEW
     expected = start + (now + dt.timedelta(days=10) - start) * 0.8

@@ -74,7 +74,7 @@ def test_log_options_decode_like_pod_log_options() -> None:
     )
     assert options == rq.LogOptions(
         follow=True, previous=False, timestamps=True, tail_lines=5, limit_bytes=100,
-        since_time=dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc),
+        since_time=dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC),
     )
 
 

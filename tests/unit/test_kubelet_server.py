@@ -13,7 +13,13 @@ import h11
 import pytest
 import trustme
 
-from tests.kubelet_support import InMemoryReviews, StaticLogs, StaticPods, SubprocessExec, make_pod
+from tests.kubelet_support import (
+    InMemoryReviews,
+    StaticLogs,
+    StaticPods,
+    SubprocessExec,
+    make_pod,
+)
 from vnode import spdy
 from vnode.kubelet.auth import RequestAuthority
 from vnode.kubelet.requests import LogOptions
@@ -293,7 +299,7 @@ async def test_spdy_exec_session_end_to_end_with_ping(server: KubeletServer, env
 
 async def test_client_that_never_opens_its_streams_is_dropped(server: KubeletServer, env: Env) -> None:
     peer = await upgrade(server, env, "/exec/ns/pod/main?command=true&output=1")
-    sid, raw = peer.conn.open_stream({"streamtype": ["error"]})  # but never "stdout"
+    _, raw = peer.conn.open_stream({"streamtype": ["error"]})  # but never "stdout"
     peer.write(raw)
     await peer.pump_until(lambda: any(isinstance(e, spdy.GoAway) for e in peer.events))
     assert server._execs.specs == []  # type: ignore[attr-defined]

@@ -24,8 +24,8 @@ from vnode.spdy import (
     SynReply,
     SynStream,
     WindowUpdate,
+    frames,
 )
-from vnode.spdy import frames
 from vnode.spdy.events import Event
 from vnode.spdy.frames import FrameType
 from vnode.spdy.headers import HeaderCompressor
@@ -68,7 +68,7 @@ def exec_like_session(client: Connection, server: Connection) -> tuple[bytes, by
 
 def test_client_streams_arrive_as_syn_streams_then_data() -> None:
     client, server = pair()
-    wire, _, ids = exec_like_session(client, server)
+    wire, _, _ = exec_like_session(client, server)
     events = coalesce(server.receive_data(wire))
     assert events == [
         SynStream(1, {"streamtype": ["error"]}),
@@ -312,7 +312,7 @@ def test_syn_reply_for_a_stream_we_did_not_open_is_rejected() -> None:
 
 
 def test_data_before_syn_reply_on_our_own_stream_is_rejected() -> None:
-    client, server = pair()
+    client, _ = pair()
     sid, _ = client.open_stream({})
     with pytest.raises(ProtocolError, match="before its SYN_REPLY"):
         client.receive_data(frames.data_frame(sid, b"x", fin=False))
@@ -325,7 +325,7 @@ def valid_prefix() -> bytes:
     client, _ = pair()
     wire = b""
     for kind in ("error", "stdin"):
-        sid, raw = client.open_stream({"streamtype": [kind]})
+        _, raw = client.open_stream({"streamtype": [kind]})
         wire += raw
     return wire + client.send_data(3, b"data") + client.ping(1)
 

@@ -6,9 +6,14 @@ import struct
 
 import pytest
 
-from vnode.spdy import ProtocolError
-from vnode.spdy import frames
-from vnode.spdy.frames import ControlHeader, DataHeader, FrameType, GoAwayStatus, RstStatus
+from vnode.spdy import ProtocolError, frames
+from vnode.spdy.frames import (
+    ControlHeader,
+    DataHeader,
+    FrameType,
+    GoAwayStatus,
+    RstStatus,
+)
 
 
 def test_control_frame_header_has_the_control_bit_and_version_3() -> None:

@@ -22,8 +22,10 @@ from vnode.spdy.headers import (
 # produced by `spdyclient -dump-syn-streams` (tests/interop/spdyclient). Headers:
 # {"Streamtype": ["error"|"stdout"], "X-Many": ["a", "b"]}, stream ids 1 and 3.
 GO_SYN_STREAMS = [
-    "80030001000000340000000100000000000078f9e3c6a7c202e50e703a2b294a4dcc851625aca9a080"
-    "0625b10adddcc43c70da4f644802000000ffff",
+    (
+        "80030001000000340000000100000000000078f9e3c6a7c202e50e703a2b294a4dcc851625aca9a080"
+        "0625b10adddcc43c70da4f644802000000ffff"
+    ),
     "800300010000001c00000003000000000000c2aa96adb824251f5268a32806000000ffff",
 ]
 

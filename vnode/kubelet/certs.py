@@ -156,7 +156,7 @@ def self_signed(
     now: dt.datetime | None = None,
 ) -> x509.Certificate:
     """A self-signed serving certificate (the kubelet's default without TLS bootstrap)."""
-    now = now or dt.datetime.now(dt.timezone.utc)
+    now = now or dt.datetime.now(dt.UTC)
     return (
         x509.CertificateBuilder()
         .subject_name(identity.subject())
@@ -216,5 +216,5 @@ def renewal_time(cert: x509.Certificate, fraction: float = RENEW_FRACTION) -> dt
 
 
 def needs_renewal(cert: x509.Certificate, now: dt.datetime | None = None) -> bool:
-    now = now or dt.datetime.now(dt.timezone.utc)
+    now = now or dt.datetime.now(dt.UTC)
     return now >= renewal_time(cert)

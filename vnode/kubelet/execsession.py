@@ -45,7 +45,7 @@ class ResizeDecoder:
 
     def feed(self, data: bytes) -> list[TerminalSize]:
         self._buffer += data.decode("utf-8", errors="replace")
-        sizes = []
+        sizes: list[TerminalSize] = []
         while True:
             text = self._buffer.lstrip()
             if not text:
@@ -110,7 +110,9 @@ class InputPump:
                         await session.close_stdin()
                 elif stdin_open:
                     await session.send_stdin(item)
-            except Exception as exc:  # process exited or closed its stdin: drop the rest
+            # Any backend failure (process exited, pipe closed, plugin stream gone) only ends
+            # stdin; the output side reports how the command ended.
+            except Exception as exc:  # noqa: BLE001
                 log.debug("stdin forwarding stopped: %s", exc)
                 stdin_open = False
 

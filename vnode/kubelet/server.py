@@ -18,6 +18,7 @@ import logging
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Self
 
 import h11
 from wsproto.utilities import generate_accept_token
@@ -118,7 +119,7 @@ class KubeletServer:
             task.cancel()
         await asyncio.gather(*self._connections, return_exceptions=True)
 
-    async def __aenter__(self) -> KubeletServer:
+    async def __aenter__(self) -> Self:
         await self.start()
         return self
 

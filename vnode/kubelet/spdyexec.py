@@ -113,12 +113,10 @@ class SpdyExecSession:
             elif event.stream_id == self._streams.get("resize"):
                 for size in self._resize.feed(event.data):
                     await self._input.resize(size)
-        elif isinstance(event, spdy.Ping):
-            if event.from_peer:
-                await self._write(self._conn.ping_ack(event.ping_id))
-        elif isinstance(event, spdy.RstStream):
-            if event.stream_id == self._streams.get("stdin"):
-                await self._input.stdin_eof()
+        elif isinstance(event, spdy.Ping) and event.from_peer:
+            await self._write(self._conn.ping_ack(event.ping_id))
+        elif isinstance(event, spdy.RstStream) and event.stream_id == self._streams.get("stdin"):
+            await self._input.stdin_eof()
         # SETTINGS, WINDOW_UPDATE, HEADERS and the client's GOAWAY need no action: the end of
         # the session is driven by the command, and a vanished client by EOF.
 

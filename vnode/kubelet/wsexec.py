@@ -16,7 +16,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from wsproto.connection import Connection, ConnectionType
-from wsproto.events import BytesMessage, CloseConnection, Message, Ping, TextMessage
+from wsproto.events import BytesMessage, CloseConnection, Event, Ping, TextMessage
 from wsproto.frame_protocol import CloseReason
 
 from plugin_client import channel
@@ -58,9 +58,9 @@ class WebSocketExecSession:
         self._peer_gone = asyncio.Event()
         self._message = bytearray()
 
-    async def _send(self, event: Message | CloseConnection | object) -> None:
+    async def _send(self, event: Event) -> None:
         assert self._ws is not None
-        data = self._ws.send(event)  # type: ignore[arg-type]
+        data = self._ws.send(event)
         if data and not self._writer.is_closing():
             self._writer.write(data)
             await self._writer.drain()
@@ -86,7 +86,7 @@ class WebSocketExecSession:
         finally:
             self._peer_gone.set()
 
-    async def _on_event(self, event: object) -> bool:
+    async def _on_event(self, event: Event) -> bool:
         """Handle one event; False once the client closed."""
         if isinstance(event, BytesMessage):
             self._message += event.data

@@ -284,10 +284,10 @@ class Connection:
             return HeadersReceived(sid, headers, fin)
         if ftype is FrameType.RST_STREAM:
             sid, status = frames.parse_rst_stream(payload)
-            stream = self._streams.get(sid)
-            if stream is None:
+            reset = self._streams.get(sid)
+            if reset is None:
                 return None  # already gone on our side; a RST is never answered
-            self._advance(stream, _I.RECV_RST, remote=True)
+            self._advance(reset, _I.RECV_RST, remote=True)
             return RstStream(sid, status)
         if ftype is FrameType.SETTINGS:
             clear = bool(header.flags & FLAG_SETTINGS_CLEAR_SETTINGS)

@@ -217,7 +217,7 @@ def settings(entries: tuple[tuple[int, int, int], ...] = ()) -> bytes:
 
 def parse_ping(payload: bytes) -> int:
     _fixed(payload, 4, "PING")
-    (ping_id,) = struct.unpack(">I", payload)
+    ping_id: int = struct.unpack(">I", payload)[0]
     if ping_id == 0:
         raise ProtocolError("PING with id 0")
     return ping_id
