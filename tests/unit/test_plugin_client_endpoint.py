@@ -67,7 +67,7 @@ def ping_app() -> web.Application:
     async def status(request: web.Request) -> web.Response:
         peer = request.transport.get_extra_info("peercert") if request.transport else None
         subject = dict(x[0] for x in peer["subject"]) if peer else {}
-        return web.Response(text='{"status":"%s"}' % subject.get("commonName", "anonymous"))
+        return web.json_response({"status": subject.get("commonName", "anonymous")})
 
     app = web.Application()
     app.router.add_route("*", "/status", status)
