@@ -1,0 +1,16 @@
+# vnode's entry points. `make test` is the README's test command and what CI (.ci/run) runs.
+PYTHON ?= python3
+
+.PHONY: setup test test-unit
+
+# Idempotent: Debian packages, `pip install -e '.[test]'`, cached Kubernetes binaries.
+setup:
+	PYTHON=$(PYTHON) hack/setup
+
+# Everything: unit tests and integration tests against the real testbed (brought up by the fixture).
+test: setup
+	$(PYTHON) -m pytest tests
+
+# The fast unit suite alone; needs no testbed.
+test-unit:
+	$(PYTHON) -m pytest -m "not integration" tests
