@@ -36,6 +36,7 @@ class MissingReference(Exception):
         what = f'{kind.lower()} "{name}" not found' if not key else \
             f'couldn\'t find key {key} in {kind} "{name}"'
         super().__init__(f"{context}: {what}" if context else what)
+        self.context = context
         self.kind = kind
         self.name = name
         self.key = key

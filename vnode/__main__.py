@@ -1,0 +1,7 @@
+"""`python -m vnode ...` is `vnode ...`."""
+
+import sys
+
+from vnode.cli import main
+
+sys.exit(main())

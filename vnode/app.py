@@ -1,0 +1,249 @@
+"""The composition root: builds every part from Settings, runs them as named root tasks, and shuts
+them down in a fixed order.
+
+Start order: apiserver client and plugin client → event recorder → Node (first ping, then create or
+adopt) → Lease → job ledger → pod informer (first LIST) → pod controller (reconcile with the ledger,
+workers) → status poller → kubelet endpoint.
+
+Shutdown (SIGTERM/SIGINT, or a root task dying): stop accepting kubelet connections → stop the
+informer (no new work) → stop pod workers (an in-flight plugin call is cancelled; its pod is "in
+doubt" and reconciled on the next start) → stop the status poller, node and lease loops → flush
+queued events → close the plugin and apiserver clients. The Lease is simply left to expire; the
+remote jobs keep running and are re-adopted by the next agent.
+
+Root tasks are guarded: one that ends or raises stops the agent with exit code 1 (a supervisor —
+Kubernetes, systemd — restarts it); per-pod work never reaches this level (the work queue
+supervises it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from plugin_client.client import ClientConfig, PluginClient, Timeouts
+from plugin_client.endpoint import Endpoint, TLSSettings
+from vnode.kube.client import KubeClient
+from vnode.kube.errors import Forbidden, Invalid, KubeError
+from vnode.kube.events import EventRecorder
+from vnode.kube.informer import Informer
+from vnode.kube.resources import LeaseApi, NodeApi, ObjectApi, PodApi
+from vnode.kube.retry import Backoff
+from vnode.node import nodestatus
+from vnode.node.lease_controller import LeaseController
+from vnode.node.ledger import JobLedger
+from vnode.node.node_controller import NodeController
+from vnode.node.pod_controller import PodController
+from vnode.settings import Settings
+
+log = logging.getLogger(__name__)
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+
+
+def plugin_client_config(settings: Settings) -> ClientConfig:
+    """The plugin client's config from vnode settings (interLink's keys)."""
+    plugin = settings.plugin
+    endpoint = Endpoint.parse(plugin.endpoint)
+    tls = None
+    if endpoint.scheme == "https":
+        tls = TLSSettings(ca_file=Path(plugin.ca_cert) if plugin.ca_cert else None,
+                          cert_file=Path(plugin.client_cert) if plugin.client_cert else None,
+                          key_file=Path(plugin.client_key) if plugin.client_key else None,
+                          insecure=plugin.insecure)
+    # Ping must answer within the ping period, or Ready would lag the plugin.
+    timeouts = Timeouts(create=plugin.timeout, delete=min(60.0, plugin.timeout),
+                        status=min(60.0, plugin.timeout),
+                        ping=min(Timeouts().ping, settings.node.ping_period))
+    return ClientConfig(endpoint=endpoint, dialect=plugin.dialect,  # type: ignore[arg-type]
+                        token_file=Path(plugin.token_file) if plugin.token_file else None,
+                        tls=tls, timeouts=timeouts,
+                        job_script_url=plugin.jobscript_builder_url,
+                        max_connections=max(64, settings.pods.workers * 2))
+
+
+@dataclass
+class Agent:
+    """All long-lived parts, for tests and the kubelet wiring."""
+
+    kube: KubeClient
+    plugin: PluginClient
+    recorder: EventRecorder
+    node: NodeController
+    lease: LeaseController
+    ledger: JobLedger
+    pods: PodController
+    informer: Informer
+    tasks: dict[str, asyncio.Task[Any]] = field(default_factory=dict)
+
+
+class App:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.stopping = asyncio.Event()
+        self.agent: Agent | None = None
+        self.exit_code = EXIT_OK
+        self._extra_stops: list[Callable[[], Awaitable[None]]] = []
+
+    def request_stop(self, reason: str = "") -> None:
+        if not self.stopping.is_set():
+            log.info("stopping%s", f": {reason}" if reason else "")
+            self.stopping.set()
+
+    def _install_signals(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, self.request_stop, sig.name)
+
+    def _guard(self, name: str, coro: Awaitable[Any]) -> asyncio.Task[Any]:
+        """A named root task; if it ends while we are not stopping, the agent stops with 1."""
+        assert self.agent is not None
+        task = asyncio.ensure_future(coro)
+        task.set_name(name)
+
+        def done(t: asyncio.Task[Any]) -> None:
+            if t.cancelled() or self.stopping.is_set():
+                return
+            exc = t.exception()
+            if exc is not None:
+                log.error("root task %s crashed: %r", name, exc, exc_info=exc)
+            else:
+                log.error("root task %s ended unexpectedly", name)
+            self.exit_code = EXIT_FAILED
+            self.request_stop(f"root task {name} ended")
+
+        task.add_done_callback(done)
+        self.agent.tasks[name] = task
+        return task
+
+    async def _until_stopped(self, awaitable: Awaitable[Any]) -> Any:
+        """Await `awaitable` unless a stop is requested first (then None)."""
+        task = asyncio.ensure_future(awaitable)
+        stop = asyncio.ensure_future(self.stopping.wait())
+        done, _ = await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
+        if task in done:
+            stop.cancel()
+            return task.result()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+        return None
+
+    async def _start_node(self, node: NodeController) -> bool:
+        """Register the node, retrying transient apiserver failures until stopped."""
+        backoff = Backoff(base=1.0, factor=2.0, cap=30.0)
+        attempt = 0
+        while not self.stopping.is_set():
+            try:
+                await node.start()
+                return True
+            except (Forbidden, Invalid) as err:
+                log.error("cannot register node %s: %s", node.name, err)
+                self.exit_code = EXIT_FAILED
+                return False
+            except KubeError as err:
+                delay = backoff.delay(attempt)
+                attempt += 1
+                log.warning("registering node %s failed (%s); retrying in %.0fs", node.name, err,
+                            delay)
+                await self._until_stopped(asyncio.sleep(delay))
+        return False
+
+    async def build(self) -> Agent:
+        s = self.settings
+        kube = await KubeClient.connect(s.kube.kubeconfig or None, qps=s.kube.qps, burst=s.kube.burst)
+        plugin = PluginClient(plugin_client_config(s))
+        recorder = EventRecorder(kube, host=s.node.name)
+        node = NodeController(NodeApi(kube), plugin, s)
+        lease = LeaseController(LeaseApi(kube), s.node.name, lambda: node.uid,
+                                duration=s.node.lease_duration, renew_period=s.node.lease_renew_period)
+        objects = ObjectApi(kube)
+        ledger = JobLedger(objects, s.pods.state_namespace, s.node.name)
+        pods = PodController(PodApi(kube), objects, plugin, recorder, ledger, s,
+                             node_allocatable=lambda: nodestatus.capacity(s, node.health.ping))
+        informer = Informer(kube, "/api/v1/pods", pods.on_pod_event,
+                            field_selector=f"spec.nodeName={s.node.name}", name="pod-informer")
+        self.agent = Agent(kube, plugin, recorder, node, lease, ledger, pods, informer)
+        return self.agent
+
+    def add_stop_hook(self, hook: Callable[[], Awaitable[None]]) -> None:
+        """Extra parts (the kubelet endpoint) stopped first at shutdown."""
+        self._extra_stops.append(hook)
+
+    async def run(self, *, install_signals: bool = True,
+                  extra_start: Callable[[Agent], Awaitable[None]] | None = None) -> int:
+        if install_signals:
+            self._install_signals()
+        agent = await self.build()
+        try:
+            self._guard("events", agent.recorder.run())
+            if not await self._start_node(agent.node):
+                return self.exit_code
+            self._guard("node", agent.node.run())
+            self._guard("lease", agent.lease.run())
+            self._guard("ledger", agent.ledger.run())
+            self._guard("pod-informer", agent.informer.run())
+            await self._until_stopped(agent.informer.synced.wait())
+            if self.stopping.is_set():
+                return self.exit_code
+            loaded = await self._until_stopped(self._start_pods(agent))
+            if loaded is None:
+                return self.exit_code
+            self._guard("pod-status", agent.pods.run_status())
+            if extra_start is not None:
+                await extra_start(agent)
+            log.info("node %s is up: %d pods known, plugin %s (%s dialect)", self.settings.node.name,
+                     len(agent.pods.records), self.settings.plugin.endpoint,
+                     self.settings.plugin.dialect)
+            await self.stopping.wait()
+            return self.exit_code
+        finally:
+            await self.shutdown()
+
+    async def _start_pods(self, agent: Agent) -> bool:
+        backoff = Backoff(base=1.0, factor=2.0, cap=30.0)
+        attempt = 0
+        while True:
+            try:
+                await agent.pods.start()
+                return True
+            except KubeError as err:
+                delay = backoff.delay(attempt)
+                attempt += 1
+                log.warning("reading the job ledger failed (%s); retrying in %.0fs", err, delay)
+                await asyncio.sleep(delay)
+
+    async def shutdown(self) -> None:
+        agent = self.agent
+        if agent is None:
+            return
+        self.stopping.set()
+        for hook in self._extra_stops:
+            with contextlib.suppress(Exception):
+                await hook()
+        await self._cancel(agent, "pod-informer")
+        await agent.pods.stop()
+        for name in ("pod-status", "node", "lease", "ledger", "events"):
+            await self._cancel(agent, name)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(agent.recorder.flush(), timeout=5.0)
+        await agent.plugin.close()
+        await agent.kube.close()
+        self.agent = None
+
+    @staticmethod
+    async def _cancel(agent: Agent, name: str) -> None:
+        task = agent.tasks.get(name)
+        if task is None:
+            return
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task

@@ -1,0 +1,607 @@
+"""The pod controller: every pod bound to this node goes create → status → delete on the plugin.
+
+Pods are keyed by uid in a keyed work queue (one worker per pod at a time, `PodWorkers` pods in
+parallel). The worker is level-triggered: it looks at the pod's *latest* state and the agent's record
+of it and does the next step, so bursts of watch events collapse and the controller's own writes
+(status, the JobID annotation) cost a cheap no-op sync.
+
+Lifecycle of one pod (see README/CONFIG.md for the user-facing story):
+
+1. **Adopt** if the pod carries interLink's `JobID` annotation (submitted before a restart).
+2. **In doubt**: the ledger says a create may have been sent but there is no JobID (a crash
+   between the plugin's answer and the annotation write, or an answer lost to a timeout / malformed
+   body). Ask the plugin's status for this uid first; if it knows the pod, adopt its job id.
+3. **Resolve**: fetch referenced ConfigMaps/Secrets and service-account tokens; when one is
+   missing the pod waits (ContainerCreating + Warning event) and is retried.
+4. **Submit**: ledger entry (durable) → POST /create → JobID annotation → "Submitted" event.
+   Transient failures retry with capped exponential backoff; a permanent failure (the plugin said
+   no) fails the pod with reason ProviderFailed and the plugin's message.
+5. **Status**: the status poller asks the plugin about *all* submitted, non-terminal pods in one
+   call per cycle; a changed answer re-queues the pod, whose worker patches pods/status if needed.
+6. **Delete**: deletionTimestamp (or the object vanishing) → POST /delete, retried until the
+   plugin confirms or says it does not know the pod → ledger entry dropped → the API object is
+   removed with grace 0 and a uid precondition. A pod deleted while its create is in flight is
+   deleted remotely right after the create returns (the same worker handles both, in order).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from plugin_client.errors import (
+    PermanentPluginError,
+    PluginError,
+    PodNotFound,
+    TransientPluginError,
+    WireFormatError,
+)
+from plugin_client.models import PodStatus as RemotePodStatus
+from vnode.kube.errors import Conflict, KubeError, NotFound
+from vnode.kube.events import NORMAL, WARNING, EventRecorder
+from vnode.kube.informer import ADDED, DELETED, MODIFIED, uid_of
+from vnode.kube.resources import ObjectApi, PodApi
+from vnode.kube.retry import Backoff
+from vnode.kube.types import Pod
+from vnode.node import podstatus, submission
+from vnode.node.env import DownwardValues, InvalidPodSpec, MissingReference, References
+from vnode.node.ledger import JobLedger, LedgerEntry
+from vnode.node.podstatus import StatusContext, now_rfc3339
+from vnode.node.volumes import VolumeOptions, unsupported_volumes
+from vnode.node.workqueue import WorkQueue
+from vnode.provider import Provider
+from vnode.settings import Settings
+
+log = logging.getLogger(__name__)
+
+JOB_ID_ANNOTATION = "JobID"  # interLink's key (PR #239); tools and users read it
+
+
+@dataclass
+class PodRecord:
+    """What the agent knows about one pod (by uid) beyond the apiserver object."""
+
+    uid: str
+    pod: Pod | None  # latest object from the informer; None once gone from the apiserver
+    last_pod: Pod  # last object seen (for the remote delete after the API object is gone)
+    job_id: str = ""
+    submitted: bool = False
+    in_doubt: bool = False  # a create may have reached the plugin; ask before resubmitting
+    failed: bool = False  # permanently failed by vnode; nothing more to do until deletion
+    remote: RemotePodStatus | None = None
+    attempts: int = 0  # consecutive failed create/delete attempts (for backoff)
+    not_before: float = 0.0  # monotonic time before which a retry should not run
+    missing_polls: int = 0
+    status_quarantined: bool = False  # its status answer was malformed; polled on its own
+    events_sent: set[str] = field(default_factory=set)
+
+    @property
+    def ref(self) -> str:
+        meta = self.last_pod.get("metadata", {})
+        job = f" job {self.job_id}" if self.job_id else ""
+        return f"{meta.get('namespace')}/{meta.get('name')} ({self.uid}){job}"
+
+
+class Retry(Exception):
+    """Raised inside a sync to re-run it after `delay` seconds (not an error)."""
+
+    def __init__(self, delay: float) -> None:
+        super().__init__(f"retry in {delay:.1f}s")
+        self.delay = delay
+
+
+class PodController:
+    def __init__(self, pods: PodApi, objects: ObjectApi, provider: Provider,
+                 recorder: EventRecorder, ledger: JobLedger, settings: Settings, *,
+                 node_allocatable: Callable[[], Mapping[str, str]] = dict,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.pods = pods
+        self.objects = objects
+        self.provider = provider
+        self.recorder = recorder
+        self.ledger = ledger
+        self.settings = settings
+        self.node_allocatable = node_allocatable
+        self.clock = clock
+        self.records: dict[str, PodRecord] = {}
+        self.queue: WorkQueue[str] = WorkQueue(self._sync_supervised, workers=settings.pods.workers,
+                                               name="pods")
+        ps = settings.pods
+        self.create_backoff = Backoff(base=ps.create_backoff_base, factor=2.0,
+                                      cap=ps.create_backoff_cap)
+        self.delete_backoff = Backoff(base=1.0, factor=2.0, cap=ps.delete_backoff_cap)
+        self.volume_options = VolumeOptions(disable_projected=ps.disable_projected_volumes,
+                                            root_ca_override=settings.kube.api_ca_crt)
+        self.extra_env = submission.kubernetes_service_env(settings.kube.api_addr,
+                                                           settings.kube.api_port)
+        self._poke = asyncio.Event()
+        self.started = False
+        # Counters for logs/metrics and tests.
+        self.creates = 0
+        self.deletes = 0
+        self.status_calls = 0
+        self.status_patches = 0
+
+    # -- informer events ---------------------------------------------------------------------
+
+    def on_pod_event(self, etype: str, obj: dict[str, Any]) -> None:
+        uid = uid_of(obj)
+        if not uid:
+            return
+        pod: Pod = obj  # type: ignore[assignment]
+        rec = self.records.get(uid)
+        if etype == DELETED:
+            if rec is not None:
+                rec.pod = None
+                rec.last_pod = pod
+                self._enqueue(uid)
+            return
+        if etype not in (ADDED, MODIFIED):
+            return
+        if rec is None:
+            rec = PodRecord(uid=uid, pod=pod, last_pod=pod)
+            self.records[uid] = rec
+        else:
+            rec.pod = pod
+            rec.last_pod = pod
+        self._enqueue(uid)
+
+    def _enqueue(self, uid: str) -> None:
+        if self.started:
+            self.queue.add(uid)
+
+    # -- start-up ------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Call after the informer's first list: reconcile with the ledger, then start workers.
+
+        Recorded pods the apiserver no longer has were deleted while the agent was down: they get
+        a record without a pod object, so their worker deletes them remotely.
+        """
+        entries = await self.ledger.load()
+        for uid, entry in entries.items():
+            rec = self.records.get(uid)
+            if rec is None:
+                log.info("pod %s/%s (%s) was deleted while vnode was down; deleting it remotely",
+                         entry.namespace, entry.name, uid)
+                stub: Pod = entry.stub_pod()  # type: ignore[assignment]
+                self.records[uid] = PodRecord(uid=uid, pod=None, last_pod=stub, job_id=entry.job_id,
+                                              submitted=bool(entry.job_id), in_doubt=not entry.job_id)
+            elif not rec.submitted:
+                rec.in_doubt = True
+                rec.job_id = rec.job_id or entry.job_id
+        self.started = True
+        self.queue.start()
+        for uid in list(self.records):
+            self.queue.add(uid)
+
+    async def stop(self) -> None:
+        await self.queue.stop()
+
+    # -- the worker ----------------------------------------------------------------------------
+
+    async def _sync_supervised(self, uid: str) -> None:
+        rec = self.records.get(uid)
+        if rec is None:
+            return
+        try:
+            await self.sync(rec)
+        except Retry as retry:
+            rec.not_before = self.clock() + retry.delay
+            self.queue.add_after(uid, retry.delay)
+        except KubeError as err:
+            delay = self.create_backoff.delay(rec.attempts)
+            rec.attempts += 1
+            log.warning("pod %s: apiserver error (%s); retrying in %.1fs", rec.ref, err, delay)
+            rec.not_before = self.clock() + delay
+            self.queue.add_after(uid, delay)
+
+    async def sync(self, rec: PodRecord) -> None:
+        pod = rec.pod
+        if pod is None:
+            await self._delete_remote(rec)
+            self.records.pop(rec.uid, None)
+            self.queue.forget(rec.uid)
+            return
+        if pod.get("metadata", {}).get("deletionTimestamp"):
+            await self._delete_remote(rec)
+            await self.pods.delete_now(_ns(pod), _name(pod), rec.uid)
+            return
+        if self.clock() < rec.not_before:
+            return  # an echo of our own write during a backoff; the timer will come back
+        if rec.failed:
+            return
+        if not rec.submitted:
+            annotated = pod.get("metadata", {}).get("annotations", {}).get(JOB_ID_ANNOTATION)
+            if annotated:
+                await self._adopt(rec, annotated)
+            elif podstatus.is_terminal(pod):
+                return  # finished before; nothing remote to do until deletion
+            else:
+                await self._submit(rec, pod)
+                return
+        if podstatus.is_terminal(pod):
+            return
+        await self._write_remote_status(rec, pod)
+
+    # -- submission ------------------------------------------------------------------------------
+
+    async def _adopt(self, rec: PodRecord, job_id: str) -> None:
+        rec.submitted, rec.in_doubt, rec.job_id = True, False, job_id
+        if rec.uid not in self.ledger.entries or self.ledger.entries[rec.uid].job_id != job_id:
+            self.ledger.record_later(self._entry(rec))
+        log.info("pod %s: adopted remote job", rec.ref)
+
+    def _entry(self, rec: PodRecord) -> LedgerEntry:
+        meta = rec.last_pod.get("metadata", {})
+        return LedgerEntry(rec.uid, meta.get("namespace", ""), meta.get("name", ""), rec.job_id)
+
+    def _ctx(self, pod: Pod) -> StatusContext:
+        return StatusContext(now=now_rfc3339(), host_ip=self.settings.node.internal_ip,
+                             pod_ip=submission.pod_ip(pod))
+
+    async def _write_status(self, rec: PodRecord, pod: Pod, desired: podstatus.PodStatus) -> None:
+        patch = podstatus.status_patch(pod, desired)
+        if patch is None:
+            return
+        try:
+            updated = await self.pods.patch_status(_ns(pod), _name(pod), patch)
+        except (NotFound, Conflict):
+            return  # gone or replaced; the informer will tell
+        self.status_patches += 1
+        if rec.pod is not None and uid_of(updated) == rec.uid:  # type: ignore[arg-type]
+            rec.pod = updated
+            rec.last_pod = updated
+
+    def _event_once(self, rec: PodRecord, key: str, type_: str, reason: str, message: str) -> None:
+        if key in rec.events_sent:
+            return
+        rec.events_sent.add(key)
+        self.recorder.emit(rec.last_pod, type_, reason, message)
+
+    async def _ask_plugin(self, rec: PodRecord, pod: Pod) -> RemotePodStatus | None:
+        """Does the plugin know this pod already? (in-doubt creates)"""
+        statuses = await self.provider.status([pod])
+        for st in statuses:
+            # A plugin that echoes an empty placeholder for pods it does not know must not make
+            # us adopt a job that does not exist: require a job id or container states.
+            if st.uid == rec.uid and (st.jid or st.containers or st.init_containers):
+                return st
+        return None
+
+    async def _submit(self, rec: PodRecord, pod: Pod) -> None:
+        endpoint = self.settings.plugin.endpoint
+        if rec.in_doubt:
+            try:
+                known = await self._ask_plugin(rec, pod)
+            except PluginError as err:
+                raise self._retry_create(rec, pod, f"could not ask plugin {endpoint} whether it "
+                                                   f"already has the pod: {err}") from None
+            if known is not None:
+                rec.job_id = known.jid
+                rec.remote = known
+                await self._submitted(rec, pod, known.jid, adopted=True)
+                return
+            rec.in_doubt = False
+
+        down = DownwardValues(host_ip=self.settings.node.internal_ip,
+                              pod_ip=submission.pod_ip(pod),
+                              node_allocatable=self.node_allocatable())
+        try:
+            refs, tokens = await self._fetch(pod)
+            built = submission.build(pod, refs, tokens, down, self.volume_options,
+                                     extra_env=self.extra_env,
+                                     skip_env_resolution=self.settings.pods.skip_downward_api_resolution)
+        except MissingReference as missing:
+            await self._wait_for_reference(rec, pod, missing)
+            return
+        except InvalidPodSpec as bad:
+            await self._fail(rec, pod, f"pod spec cannot run on a virtual node: {bad}")
+            return
+        for cname, keys in built.invalid_env_keys.items():
+            self._event_once(rec, f"invalid-env-{cname}", WARNING, "InvalidEnvironmentVariableNames",
+                             f"Keys [{', '.join(keys)}] from the EnvFrom of container {cname} were "
+                             "skipped since they are invalid environment variable names.")
+        unsupported = unsupported_volumes(pod)
+        if unsupported:
+            self._event_once(rec, "unsupported-volumes", WARNING, "UnsupportedVolume",
+                             f"volumes {', '.join(unsupported)} are of a kind the plugin cannot "
+                             "mount remotely; the pod runs without them")
+
+        # Durable intent before the create: a crash from here on leaves a trace to reconcile.
+        await self.ledger.record(self._entry(rec))
+        rec.in_doubt = True
+        self.creates += 1
+        try:
+            result = await self.provider.create(built.data)
+        except PodNotFound as err:  # a 404 on create: the plugin refuses this pod
+            rec.in_doubt = False
+            await self._fail(rec, pod, err.message)
+            return
+        except PermanentPluginError as err:
+            rec.in_doubt = False
+            await self._fail(rec, pod, err.message)
+            return
+        except WireFormatError as err:
+            self.recorder.emit(pod, WARNING, "MalformedResponse",
+                               f"plugin {endpoint} answered /create with a malformed body ({err}); "
+                               "asking it about the pod before trying again")
+            raise self._retry_create(rec, pod, f"malformed /create answer: {err}") from None
+        except TransientPluginError as err:
+            raise self._retry_create(rec, pod, str(err)) from None
+        await self._submitted(rec, pod, result.pod_jid, adopted=False)
+
+    async def _submitted(self, rec: PodRecord, pod: Pod, job_id: str, *, adopted: bool) -> None:
+        rec.submitted, rec.in_doubt, rec.attempts, rec.not_before = True, False, 0, 0.0
+        rec.job_id = job_id
+        self.ledger.record_later(self._entry(rec))
+        if job_id:
+            try:
+                updated = await self.pods.patch_annotations(_ns(pod), _name(pod), rec.uid,
+                                                            {JOB_ID_ANNOTATION: job_id})
+                rec.pod = rec.last_pod = updated
+                pod = updated
+            except (NotFound, Conflict):
+                pass  # deleted meanwhile; the delete path takes over
+        what = "adopted" if adopted else "submitted"
+        log.info("pod %s: %s to plugin", rec.ref, what)
+        if not adopted:
+            self.recorder.emit(pod, NORMAL, "Submitted",
+                               f"Submitted to plugin {self.settings.plugin.endpoint} as job "
+                               f"{job_id or '(no job id returned)'}")
+        if rec.pod is not None and not podstatus.is_terminal(rec.pod):
+            await self._write_remote_status(rec, rec.pod)
+        self.poke_status()
+
+    def _retry_create(self, rec: PodRecord, pod: Pod, message: str) -> Retry:
+        delay = self.create_backoff.delay(rec.attempts)
+        rec.attempts += 1
+        log.warning("pod %s: submit failed (attempt %d): %s; retrying in %.1fs", rec.ref,
+                    rec.attempts, message, delay)
+        self.recorder.emit(pod, WARNING, "SubmitFailed",
+                           f"Submit to plugin {self.settings.plugin.endpoint} failed, will retry: "
+                           f"{message}")
+        return Retry(delay)
+
+    async def _fail(self, rec: PodRecord, pod: Pod, message: str) -> None:
+        rec.failed = True
+        log.warning("pod %s: failed permanently: %s", rec.ref, message)
+        self.ledger.forget(rec.uid)
+        self.recorder.emit(pod, WARNING, "SubmitFailed",
+                           f"Submit to plugin {self.settings.plugin.endpoint} failed: {message}")
+        desired = podstatus.failed_status(pod, self._ctx(pod), reason=podstatus.PROVIDER_FAILED,
+                                          message=message)
+        await self._write_status(rec, pod, desired)
+
+    async def _wait_for_reference(self, rec: PodRecord, pod: Pod, missing: MissingReference) -> None:
+        env = missing.context.startswith("container")  # env/envFrom, not a volume
+        reason = "CreateContainerConfigError" if env else "ContainerCreating"
+        event_reason = "Failed" if env else "FailedMount"
+        self.recorder.emit(pod, WARNING, event_reason, f"waiting for {missing}")
+        desired = podstatus.pending_status(pod, self._ctx(pod), reason=reason, message=str(missing))
+        await self._write_status(rec, pod, desired)
+        raise Retry(self.settings.pods.missing_ref_retry)
+
+    async def _fetch(self, pod: Pod) -> tuple[References, dict[tuple[str, str], str]]:
+        """Fetch every ConfigMap/Secret the pod references and its projected tokens, at once."""
+        ns = _ns(pod)
+        need = submission.needs(pod, self.volume_options)
+        cm_names, sec_names = sorted(need.configmaps), sorted(need.secrets)
+        results: list[Any] = await asyncio.gather(
+            *(self.objects.get_configmap(ns, n) for n in cm_names),
+            *(self.objects.get_secret(ns, n) for n in sec_names),
+            *(self._token(pod, t.audience, t.expiration_seconds) for t in need.tokens),
+            return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        refs = References(
+            configmaps=dict(zip(cm_names, results[:len(cm_names)], strict=True)),  # type: ignore[arg-type]
+            secrets=dict(zip(sec_names, results[len(cm_names):len(cm_names) + len(sec_names)],  # type: ignore[arg-type]
+                             strict=True)))
+        token_values = results[len(cm_names) + len(sec_names):]
+        tokens = {(t.volume, t.path): str(v) for t, v in zip(need.tokens, token_values, strict=True)}
+        return refs, tokens
+
+    async def _token(self, pod: Pod, audience: str, expiration: int) -> str:
+        meta = pod.get("metadata", {})
+        sa = pod.get("spec", {}).get("serviceAccountName") or "default"
+        try:
+            result = await self.objects.request_token(
+                _ns(pod), sa, pod_name=meta.get("name", ""), pod_uid=meta.get("uid", ""),
+                expiration_seconds=expiration, audience=audience)
+        except NotFound:
+            raise MissingReference("ServiceAccount", sa) from None
+        status = result.get("status") or {}
+        expires = str(status.get("expirationTimestamp", ""))
+        if expires and _seconds_until(expires) < 7 * 24 * 3600:
+            # interLink's plugin API has no call to replace a file in a running job, so the
+            # token cannot be refreshed remotely; say so where the user looks.
+            self.recorder.emit(pod, WARNING, "TokenNotRotated",
+                               f"service-account token for {sa} expires at {expires}; remote jobs "
+                               "cannot receive refreshed tokens (the plugin API has no update call)")
+        return str(status.get("token", ""))
+
+    # -- status ----------------------------------------------------------------------------------
+
+    async def _write_remote_status(self, rec: PodRecord, pod: Pod) -> None:
+        if rec.remote is None:
+            if not pod.get("status", {}).get("containerStatuses"):
+                desired = podstatus.pending_status(pod, self._ctx(pod))
+                await self._write_status(rec, pod, desired)
+            return
+        try:
+            desired_or_none = podstatus.remote_status(pod, rec.remote, self._ctx(pod))
+        except (ValueError, KeyError, TypeError, AttributeError) as err:
+            self._event_once(rec, f"malformed-status-{err}", WARNING, "MalformedStatus",
+                             f"plugin status for this pod could not be used: {err}")
+            return
+        if desired_or_none is None:
+            return
+        await self._write_status(rec, pod, desired_or_none)
+
+    def poke_status(self) -> None:
+        """Ask the status poller to run soon (after a submit)."""
+        self._poke.set()
+
+    def _pollable(self) -> list[PodRecord]:
+        out = []
+        for rec in self.records.values():
+            pod = rec.pod
+            if pod is None or not rec.submitted or rec.failed:
+                continue
+            if pod.get("metadata", {}).get("deletionTimestamp") or podstatus.is_terminal(pod):
+                continue
+            out.append(rec)
+        return out
+
+    async def poll_status_once(self) -> None:
+        """One status cycle: a batched /status call for all submitted, non-terminal pods."""
+        recs = self._pollable()
+        if not recs:
+            return
+        batch_size = self.settings.pods.status_batch_size
+        normal = sorted((r for r in recs if not r.status_quarantined), key=lambda r: r.uid)
+        quarantined = [r for r in recs if r.status_quarantined]
+        answers: dict[str, RemotePodStatus] = {}
+        asked: list[PodRecord] = []
+        for i in range(0, len(normal), batch_size):
+            batch = normal[i:i + batch_size]
+            got = await self._status_batch(batch)
+            if got is None:
+                continue
+            asked.extend(batch)
+            answers.update(got)
+        for rec in quarantined:
+            got = await self._status_batch([rec])
+            if got is not None:
+                asked.append(rec)
+                answers.update(got)
+        for rec in asked:
+            st = answers.get(rec.uid)
+            if st is None:
+                rec.missing_polls += 1
+                if rec.missing_polls == 3:
+                    self.recorder.emit(rec.last_pod, WARNING, "RemoteStatusMissing",
+                                       f"plugin {self.settings.plugin.endpoint} does not report "
+                                       f"this pod's job {rec.job_id or ''}".rstrip())
+                continue
+            rec.missing_polls = 0
+            if rec.remote != st:
+                rec.remote = st
+                self.queue.add(rec.uid)
+
+    async def _status_batch(self, batch: list[PodRecord]) -> dict[str, RemotePodStatus] | None:
+        pods = [r.pod for r in batch if r.pod is not None]
+        self.status_calls += 1
+        try:
+            statuses = await self.provider.status(pods)
+        except WireFormatError as err:
+            if len(batch) == 1:
+                rec = batch[0]
+                rec.status_quarantined = True
+                self._event_once(rec, f"malformed-status-{err}", WARNING, "MalformedStatus",
+                                 f"plugin {self.settings.plugin.endpoint} answered /status for "
+                                 f"this pod with a malformed body: {err}")
+                return None
+            # Someone's status is malformed: find whose by asking for each pod on its own.
+            log.warning("malformed /status answer for %d pods (%s); asking one by one",
+                        len(batch), err)
+            merged: dict[str, RemotePodStatus] = {}
+            for rec in batch:
+                got = await self._status_batch([rec])
+                if got is not None:
+                    merged.update(got)
+            return merged
+        except PluginError as err:
+            log.warning("status call for %d pods failed: %s", len(batch), err)
+            return None
+        by_uid = {r.uid: r for r in batch}
+        by_name = {(_ns(r.pod), _name(r.pod)): r for r in batch if r.pod is not None}
+        out: dict[str, RemotePodStatus] = {}
+        for st in statuses:
+            match = by_uid.get(st.uid) or (by_name.get((st.namespace, st.name)) if not st.uid else None)
+            if match is not None:
+                out[match.uid] = st
+        return out
+
+    async def run_status(self) -> None:
+        """The status poller: every StatusPeriodSeconds, or soon after a submit."""
+        period = self.settings.pods.status_period
+        while True:
+            try:
+                await asyncio.wait_for(self._poke.wait(), timeout=period)
+                await asyncio.sleep(min(0.5, period))  # gather the submits of a burst
+            except TimeoutError:
+                pass
+            self._poke.clear()
+            try:
+                await self.poll_status_once()
+            except Exception:  # never let one bad cycle stop status sync
+                log.exception("status cycle failed")
+
+    # -- deletion --------------------------------------------------------------------------------
+
+    def _may_exist_remotely(self, rec: PodRecord) -> bool:
+        return rec.submitted or rec.in_doubt or rec.uid in self.ledger.entries
+
+    async def _delete_remote(self, rec: PodRecord) -> None:
+        """POST /delete until the plugin confirms or says it does not know the pod."""
+        if not self._may_exist_remotely(rec):
+            return
+        endpoint = self.settings.plugin.endpoint
+        pod = rec.pod or rec.last_pod
+        try:
+            await self.provider.delete(pod)
+        except PodNotFound:
+            log.info("pod %s: plugin does not know it (already gone)", rec.ref)
+        except PluginError as err:
+            delay = self.delete_backoff.delay(rec.attempts)
+            rec.attempts += 1
+            log.warning("pod %s: remote delete failed (%s); retrying in %.1fs", rec.ref, err, delay)
+            if rec.pod is not None:
+                self.recorder.emit(pod, WARNING, "DeleteFailed",
+                                   f"Deleting the job on plugin {endpoint} failed, will retry: {err}")
+            raise Retry(delay) from None
+        else:
+            self.deletes += 1
+            log.info("pod %s: deleted remotely", rec.ref)
+            if rec.pod is not None:
+                self.recorder.emit(pod, NORMAL, "DeletedRemotely",
+                                   f"Deleted job {rec.job_id or '(unknown id)'} on plugin {endpoint}")
+        rec.submitted = rec.in_doubt = False
+        rec.attempts = 0
+        self.ledger.forget(rec.uid)
+
+    # -- views for the kubelet endpoints ---------------------------------------------------------
+
+    def find(self, namespace: str, name: str) -> Pod | None:
+        for rec in self.records.values():
+            pod = rec.pod
+            if pod is not None and _ns(pod) == namespace and _name(pod) == name:
+                return pod
+        return None
+
+    def list_pods(self) -> list[Pod]:
+        return [r.pod for r in self.records.values() if r.pod is not None]
+
+
+def _ns(pod: Pod) -> str:
+    return pod.get("metadata", {}).get("namespace", "")
+
+
+def _name(pod: Pod) -> str:
+    return pod.get("metadata", {}).get("name", "")
+
+
+def _seconds_until(rfc3339: str) -> float:
+    try:
+        moment = datetime.strptime(rfc3339, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    except ValueError:
+        return float("inf")
+    return (moment - datetime.now(UTC)).total_seconds()
