@@ -71,6 +71,7 @@ async def create_pod(testbed, namespace: str, name: str, node: str) -> dict:
         "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": namespace},
         "spec": {
             "nodeName": node,
+            "initContainers": [{"name": "init", "image": "busybox"}],
             "containers": [{"name": "main", "image": "busybox"}, {"name": "side", "image": "busybox"}],
             # The test node never renews a Lease; keep the pod from being evicted meanwhile.
             "tolerations": [{"operator": "Exists"}],
@@ -132,6 +133,15 @@ async def test_kubectl_logs_flags_arrive_as_log_options(cluster: Cluster) -> Non
     assert (options.tail_lines, options.timestamps, options.since_seconds) == (3, True, 3600)
     await cluster.kubectl("logs", "web", "-c", "main", "--since-time=2026-01-02T03:04:05Z")
     assert cluster.logs.calls[-1][3].since_time == dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
+
+
+async def test_kubectl_logs_all_containers_includes_init_containers(cluster: Cluster) -> None:
+    out = await cluster.kubectl("logs", "web", "--all-containers", "--prefix")
+    lines = out.stdout.splitlines()
+    assert len(lines) == 30
+    assert {line.split("]", 1)[0] for line in lines} == {
+        "[pod/web/init", "[pod/web/main", "[pod/web/side"}
+    assert [c[2] for c in cluster.logs.calls[-3:]] == ["init", "main", "side"]
 
 
 async def test_kubectl_logs_limit_bytes_is_enforced(cluster: Cluster) -> None:

@@ -313,5 +313,6 @@ async def test_protocol_refusal_is_a_status_object(server: KubeletServer, env: E
     head, body = await client.response()
     await client.close()
     assert head.status_code == 403
+    assert b"v4.channel.k8s.io" in dict(head.headers)[b"x-accepted-stream-protocol-versions"]
     status = json.loads(body)
     assert status["kind"] == "Status" and "v5.channel.k8s.io" in status["message"]

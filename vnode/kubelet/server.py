@@ -66,10 +66,13 @@ class _Request:
 
 
 class HttpError(Exception):
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(
+        self, status: int, message: str, headers: list[tuple[str, str]] | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.headers = headers or []
 
 
 def container_names(pod: Pod) -> set[str]:
@@ -188,21 +191,28 @@ class KubeletServer:
         try:
             return await self._dispatch(http, request)
         except HttpError as exc:
-            await self._error(http, request, exc.status, exc.message)
+            await self._error(http, request, exc.status, exc.message, exc.headers)
         except rq.BadRequest as exc:
             await self._error(http, request, 400, str(exc))
         except rq.Invalid as exc:
             await self._error(http, request, 422, str(exc))
         return False
 
-    async def _error(self, http: HttpConnection, request: _Request, code: int, message: str) -> None:
+    async def _error(
+        self,
+        http: HttpConnection,
+        request: _Request,
+        code: int,
+        message: str,
+        headers: list[tuple[str, str]] | None = None,
+    ) -> None:
         if http.h11.our_state is not h11.SEND_RESPONSE:
             raise ClientGone(f"cannot report {code} {message!r} mid-response")
         if request.target.kind in ("exec", "attach"):
             # client-go's upgrader decodes a refused upgrade's body as a Status (trying YAML
             # too, so plain text with a colon would lose its message): send a real Status.
             body = status.encode(status.http_error(code, message))
-            await http.respond(code, body, content_type="application/json")
+            await http.respond(code, body, content_type="application/json", extra_headers=headers)
             return
         # Plain text like the kubelet: the apiserver quotes it in the error kubectl prints.
         await http.respond(code, (message + "\n").encode())
@@ -255,7 +265,7 @@ class KubeletServer:
     # ---- logs ---------------------------------------------------------------------------
 
     async def _serve_logs(self, http: HttpConnection, request: _Request) -> None:
-        if request.method not in ("GET", "HEAD"):
+        if request.method != "GET":
             raise HttpError(405, "containerLogs supports GET only")
         ref = rq.parse_pod_ref(request.target.path, allow_uid=False)
         options = rq.parse_log_options(request.target.query)
@@ -373,6 +383,8 @@ def _protocol_refusal(exc: streamprotocol.NoCommonProtocol) -> HttpError:
         403,
         f"unable to upgrade: unable to negotiate protocol: client supports {exc.offered}, "
         f"server accepts {list(exc.supported)}",
+        # The kubelet's Handshake lists what it accepts in this header too.
+        [("X-Accepted-Stream-Protocol-Versions", ", ".join(exc.supported))],
     )
 
 
