@@ -276,3 +276,21 @@ async def test_client_certificates_from_another_ca_are_refused(cluster: Cluster,
     except (ssl.SSLError, ConnectionError):
         status = 0
     assert status == 0
+
+
+async def test_measure_kubectl_exec_throughput_through_the_apiserver(cluster: Cluster, testbed, capsys) -> None:
+    """Prints MB/s for 100 MiB of stdout: kubectl (WebSocket) → apiserver (translated to SPDY)
+    → vnode. Only the byte count is asserted, never the speed."""
+    size = 100 * 1024 * 1024
+    start = asyncio.get_running_loop().time()
+    proc = await asyncio.create_subprocess_exec(
+        str(testbed.kubectl), f"--kubeconfig={testbed.kubeconfig}", "-n", cluster.namespace,
+        "exec", "web", "-c", "main", "--", "head", "-c", str(size), "/dev/zero",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 600)
+    elapsed = asyncio.get_running_loop().time() - start
+    assert proc.returncode == 0, err
+    assert len(out) == size
+    with capsys.disabled():
+        print(f"\nkubectl exec via apiserver: {size / elapsed / 1e6:.1f} MB/s ({elapsed:.2f} s for 100 MiB)")
