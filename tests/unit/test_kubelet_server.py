@@ -316,3 +316,29 @@ async def test_protocol_refusal_is_a_status_object(server: KubeletServer, env: E
     assert b"v4.channel.k8s.io" in dict(head.headers)[b"x-accepted-stream-protocol-versions"]
     status = json.loads(body)
     assert status["kind"] == "Status" and "v5.channel.k8s.io" in status["message"]
+
+
+async def test_client_vanishing_mid_exec_kills_the_command(server: KubeletServer, env: Env) -> None:
+    peer = await upgrade(server, env, "/exec/ns/pod/main?command=sleep&command=600&output=1")
+    for kind in ("error", "stdout"):
+        _, raw = peer.conn.open_stream({"streamtype": [kind]})
+        peer.write(raw)
+    await peer.pump_until(lambda: sum(isinstance(e, spdy.SynReply) for e in peer.events) == 2)
+    backend: SubprocessExec = server._execs  # type: ignore[assignment]
+    for _ in range(200):
+        if backend.sessions:
+            break
+        await asyncio.sleep(0.01)
+    process = backend.sessions[0].proc
+    assert process.returncode is None
+    await peer.client.close()
+    await asyncio.wait_for(process.wait(), 10)
+
+
+async def test_garbage_after_the_upgrade_ends_the_session_with_a_protocol_error(server: KubeletServer, env: Env) -> None:
+    peer = await upgrade(server, env, "/exec/ns/pod/main?command=true&output=1")
+    peer.write(b"\x80\x02\x00\x01" + b"\x00" * 20)  # a SPDY/2 frame
+    await peer.pump_until(lambda: any(isinstance(e, spdy.GoAway) for e in peer.events))
+    goaway = next(e for e in peer.events if isinstance(e, spdy.GoAway))
+    assert goaway.status == spdy.GoAwayStatus.PROTOCOL_ERROR
+    await peer.client.close()

@@ -139,6 +139,8 @@ class SpdyExecSession:
         session: ExecSession | None = None
         try:
             if not await self._until(self._ready, self._stream_timeout):
+                if self._peer_gone.is_set():
+                    return  # the client left (or broke the protocol) before opening its streams
                 log.warning(
                     "%s: timed out waiting for client to create streams (have %s, want %s)",
                     self._what, sorted(self._streams), sorted(self._expected),
