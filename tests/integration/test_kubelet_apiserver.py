@@ -22,13 +22,9 @@ from pathlib import Path
 import pytest
 import trustme
 
-from tests.kubelet_support import (
-    ApiserverReviews,
-    StaticLogs,
-    StaticPods,
-    SubprocessExec,
-)
+from tests.kubelet_support import StaticLogs, StaticPods, SubprocessExec
 from vnode.kube.client import KubeClient
+from vnode.kube.reviews import ApiReviewClient
 from vnode.kubelet import certs
 from vnode.kubelet.auth import RequestAuthority
 from vnode.kubelet.server import KubeletServer, KubeletServerSettings
@@ -102,7 +98,7 @@ async def cluster(testbed, namespace, unique_name, tmp_path) -> AsyncIterator[Cl
     server = KubeletServer(
         KubeletServerSettings(node_name=node, host="127.0.0.1", port=0),
         tls=ServingTLS(tmp_path / "serving.crt", tmp_path / "serving.key", testbed.ca_cert),
-        authority=RequestAuthority(ApiserverReviews(client), node),
+        authority=RequestAuthority(ApiReviewClient(client), node),
         pods=pods, logs=logs, execs=execs,
     )
     try:
