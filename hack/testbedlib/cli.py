@@ -151,12 +151,13 @@ def down(layout: Layout, purge: bool) -> None:
         for name in reversed(ORDER):
             if comps[name].stop():
                 _say(f"{name}: stopped")
-        # Anything our daemons forked off into its own session (slurmstepd and its job) still carries
-        # our owner marker; after the daemons are gone those are leftovers of ours and nothing else's.
+        # Anything our daemons forked off into a session of its own (slurmstepd and its job) is still
+        # in the testbed's cgroup; with the daemons gone, those are leftovers of ours and nothing else's.
         for pid in procs.owned_pids(_owner(layout)):
             rec = procs.ProcRecord("leftover", pid, procs.start_ticks(pid) or -1, [], "", "")
             if procs.stop(rec, grace=5):
-                _say(f"stopped leftover pid {pid}")
+                _say(f"stopped leftover pid {pid} ({procs.cmdline(pid) or 'exited'})")
+        procs.remove_cgroup(_owner(layout))
         if purge:
             for d in (layout.etcd_data, layout.slurm_dir, layout.mariadb_dir, layout.pki_dir, layout.kube_dir):
                 shutil.rmtree(d, ignore_errors=True)

@@ -1,13 +1,16 @@
 """Background daemons owned by the testbed: spawn, record, check and stop them by pid.
 
 Each daemon runs in its own session (setsid), so its pid is also its process-group id, and its pid is
-recorded with the kernel's start time of that pid: a recycled pid is never mistaken for ours. Every
-daemon also carries OWNER_ENV in its environment, which lets `down` find helpers a daemon forked off
-(slurmstepd) and nothing else.
+recorded with the kernel's start time of that pid: a recycled pid is never mistaken for ours.
+Daemons also start inside a cgroup of their own (cgroup v2, no controllers: pure bookkeeping), which
+every descendant inherits whatever it does with sessions or parents. slurmstepd daemonises away from
+slurmd and even overwrites its environment, yet stays in that cgroup, so `down` finds it and nothing
+else. Where no writable cgroup v2 hierarchy exists, the OWNER_ENV environment marker is the fallback.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -62,6 +65,47 @@ def is_alive(rec: ProcRecord) -> bool:
     return fields[0] not in ("Z", "X")  # a zombie has exited; its parent just hasn't reaped it
 
 
+def _cgroup_root() -> Path | None:
+    for root in (Path("/sys/fs/cgroup"), Path("/sys/fs/cgroup/unified")):  # pure v2, or hybrid's v2 part
+        if (root / "cgroup.procs").exists() and (root / "cgroup.subtree_control").exists() and os.access(root, os.W_OK):
+            return root
+    return None
+
+
+def cgroup_dir(owner: str, create: bool = True) -> Path | None:
+    """The testbed's own cgroup (created on demand); None where cgroup v2 is not writable."""
+    root = _cgroup_root()
+    if root is None:
+        return None
+    path = root / f"vnode-testbed-{hashlib.sha256(owner.encode()).hexdigest()[:8]}"
+    if not create:
+        return path if path.is_dir() else None
+    try:
+        path.mkdir(exist_ok=True)
+    except OSError:
+        return None
+    return path
+
+
+def cgroup_pids(owner: str) -> list[int]:
+    cgroup = cgroup_dir(owner, create=False)
+    if cgroup is None:
+        return []
+    try:
+        return [int(p) for p in (cgroup / "cgroup.procs").read_text().split()]
+    except OSError:
+        return []
+
+
+def remove_cgroup(owner: str) -> None:
+    cgroup = cgroup_dir(owner, create=False)
+    if cgroup is not None:
+        try:
+            cgroup.rmdir()
+        except OSError:
+            pass  # still has members (should not happen after down) or already gone
+
+
 def spawn(
     name: str,
     argv: list[str],
@@ -74,20 +118,26 @@ def spawn(
 ) -> ProcRecord:
     """Start one daemon in the background, in a new session, output appended to `log`."""
     log.parent.mkdir(parents=True, exist_ok=True)
+    cmd = list(argv)
+    if user is not None:
+        # setpriv (util-linux) drops to the daemon's user in the exec chain, after the cgroup move below.
+        cmd = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", *cmd]
+    cgroup = cgroup_dir(owner)
+    if cgroup is not None:
+        # The shell joins the cgroup and then execs the daemon (same pid), so not even a fork in the
+        # daemon's first microsecond escapes; a failed write only loses the bookkeeping, not the start.
+        cmd = ["/bin/sh", "-c", 'echo $$ 2>/dev/null >"$0"; exec "$@"', str(cgroup / "cgroup.procs"), *cmd]
     with open(log, "ab") as out:
         out.write(f"\n==== {time.strftime('%Y-%m-%dT%H:%M:%S')} testbed starts {name}: {argv}\n".encode())
         out.flush()
         proc = subprocess.Popen(
-            argv,
+            cmd,
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
             env={**env, OWNER_ENV: owner},
             cwd=cwd,
             start_new_session=True,
-            user=user,
-            group=user,
-            extra_groups=[] if user else None,
         )
     ticks = start_ticks(proc.pid)
     if ticks is None:  # exited (and was reaped?) within microseconds; report it as a failed start
@@ -143,6 +193,11 @@ def stop(rec: ProcRecord, grace: float = 15.0) -> bool:
 
 
 def owned_pids(owner: str) -> list[int]:
+    """Live processes of the testbed: members of its cgroup, and processes carrying its env marker."""
+    return sorted(set(cgroup_pids(owner)) | set(_marked_pids(owner)))
+
+
+def _marked_pids(owner: str) -> list[int]:
     """Live processes whose environment carries our owner marker (daemons and what they forked)."""
     marker = f"{OWNER_ENV}={owner}".encode()
     found = []
@@ -174,3 +229,10 @@ def tail(path: Path | str, lines: int = 40) -> str:
     except OSError as e:
         return f"(no log: {e})"
     return "\n".join(data.decode(errors="replace").splitlines()[-lines:])
+
+
+def cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return ""

@@ -8,7 +8,14 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
 from testbedlib import procs
+
+
+@pytest.fixture(autouse=True)
+def _cleanup_cgroup(tmp_path: Path):
+    yield
+    procs.remove_cgroup(f"test-{tmp_path}")
 
 
 def _spawn_sleeper(tmp_path: Path, script: str = "sleep 300") -> procs.ProcRecord:
@@ -86,3 +93,24 @@ def test_owned_pids_finds_nothing_of_other_owners(tmp_path: Path) -> None:
     finally:
         other.kill()
         other.wait()
+
+
+def test_a_descendant_that_leaves_the_session_and_wipes_its_environment_is_still_owned(tmp_path: Path) -> None:
+    # What slurmstepd does to slurmd: daemonise into its own session and overwrite its environment.
+    if procs.cgroup_dir(f"test-{tmp_path}") is None:
+        pytest.skip("no writable cgroup v2 hierarchy on this machine; ownership falls back to the env marker")
+    rec = _spawn_sleeper(tmp_path, "setsid env -i sleep 301 & exec sleep 300")
+    escaped: list[int] = []
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not escaped:
+            escaped = [p for p in procs.owned_pids(f"test-{tmp_path}") if procs.cmdline(p) == "sleep 301"]
+            time.sleep(0.05)
+        assert escaped, "the escaped process is not found through the cgroup"
+        assert os.getsid(escaped[0]) != rec.pid
+    finally:
+        procs.stop(rec, grace=5)
+        _reap(rec.pid)
+        for pid in procs.owned_pids(f"test-{tmp_path}"):
+            procs.stop(procs.ProcRecord("x", pid, procs.start_ticks(pid) or -1, [], "", ""), grace=5)
+    assert procs.owned_pids(f"test-{tmp_path}") == []
