@@ -12,10 +12,17 @@ The client never retries. It raises one of these, and the caller decides:
 | any other HTTP 3xx/4xx                                   | PermanentPluginError   | no     |
 | 2xx with a body that is not the expected JSON            | WireFormatError        | no     |
 
-How a plugin says "I do not know this pod": it answers **404** on `/delete` (vnode's server helper
-does this when the backend raises PodNotFound). A 404 crosses interLink's API unchanged, because the
-API copies the plugin's status code. Other 4xx answers are the plugin refusing the request; their
-one-line text body becomes the error message.
+How a plugin says "I do not know this pod":
+
+- on `/delete` it answers **404** (vnode's server helper does this when the backend raises
+  PodNotFound). A 404 crosses interLink's API unchanged, because the API copies the plugin's status
+  code. interLink's own plugins do not do this (the Go SLURM plugin drops the connection), so a
+  plugin that never says 404 just keeps a delete failing as transient;
+- on `/status` it leaves the pod out of its answer (a status call is about many pods; one unknown
+  pod is not an error). The Go SLURM plugin instead answers such a pod with no container states.
+
+Other 4xx answers are the plugin refusing the request; their one-line text body becomes the error
+message.
 """
 
 from __future__ import annotations

@@ -71,16 +71,24 @@ def _reject_constant(name: str) -> Any:
 def _contains_float(value: Any) -> bool:
     # Floats are rare on this wire (Kubernetes API conventions forbid them), so the fast C encoder
     # is used unless a float is present; Python's float repr differs from Go's ('1.0' vs '1').
+    # Exact type checks first: this walk costs about half of the C encoder's time.
     stack = [value]
+    pop, extend = stack.pop, stack.extend
     while stack:
-        item = stack.pop()
+        item = pop()
         kind = type(item)
-        if kind is float:
-            return True
-        if kind is dict or isinstance(item, Mapping):
-            stack.extend(item.values())
+        if kind is str:
+            continue
+        if kind is dict:
+            extend(item.values())
         elif kind is list or kind is tuple:
-            stack.extend(item)
+            extend(item)
+        elif kind is float or isinstance(item, float):
+            return True
+        elif isinstance(item, Mapping):
+            extend(item.values())
+        elif isinstance(item, list | tuple):
+            extend(item)
     return False
 
 
