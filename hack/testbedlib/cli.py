@@ -62,10 +62,14 @@ def _saved_info() -> dict:
 
 
 def current_layout(resolve: bool = True) -> Layout:
-    """The running testbed's version if there is one, else K8S_VERSION / the newest 1.35.x."""
+    """K8S_VERSION if set; else the version of a testbed that is (partly) running, so `up` never swaps
+    binaries under a live cluster; else the newest 1.35.x the module proxy serves."""
     requested = os.environ.get("K8S_VERSION")
-    if not requested:
-        requested = _saved_info().get("k8s_version")
+    saved = _saved_info().get("k8s_version")
+    if not requested and saved:
+        layout = Layout.for_version(saved)
+        if not resolve or any(c.running() for c in all_components(layout).values()):
+            return layout
     if not requested and not resolve:
         raise SystemExit("testbed: no testbed has been brought up yet (run `hack/testbed up`)")
     return Layout.for_version(kubebuild.resolve_version(requested))
