@@ -227,10 +227,15 @@ def decode_status(payload: bytes) -> dict[str, Any]:
 
 @dataclass(frozen=True, slots=True)
 class ExecResult:
-    """What a Status means: an exit code (0 = success), or a failure message with no exit code."""
+    """What a Status means: an exit code (0 = success), or a failure message with no exit code.
+
+    ``status`` is the Status document as received (None when none arrived), for passing it on
+    unchanged, e.g. to kubectl.
+    """
 
     exit_code: int | None
     message: str = ""
+    status: dict[str, Any] | None = None
 
     @property
     def success(self) -> bool:
@@ -240,7 +245,7 @@ class ExecResult:
 def exec_result(status: dict[str, Any]) -> ExecResult:
     """Interpret a Status as client-go does: Success -> 0, NonZeroExitCode -> its ExitCode cause."""
     if status.get("status") == "Success":
-        return ExecResult(exit_code=0)
+        return ExecResult(exit_code=0, status=status)
     message = status.get("message")
     text = message if isinstance(message, str) else "command failed"
     if status.get("reason") == "NonZeroExitCode":
@@ -254,7 +259,7 @@ def exec_result(status: dict[str, Any]) -> ExecResult:
                     break
                 # client-go parses the code as uint8; keep what the server sent if it fits.
                 if 0 <= code <= 255:
-                    return ExecResult(exit_code=code, message=text)
+                    return ExecResult(exit_code=code, message=text, status=status)
                 break
-        return ExecResult(exit_code=None, message=f"{text} (no valid ExitCode cause)")
-    return ExecResult(exit_code=None, message=text)
+        return ExecResult(exit_code=None, message=f"{text} (no valid ExitCode cause)", status=status)
+    return ExecResult(exit_code=None, message=text, status=status)

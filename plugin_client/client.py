@@ -80,6 +80,9 @@ MAX_RESPONSE_BYTES = 256 * 1024 * 1024
 # Keeps idle exec sessions (an interactive shell) alive through NATs and detects dead peers.
 EXEC_HEARTBEAT_SECONDS = 30.0
 
+# stdin is sent in messages of at most this size, far below the receiver's 4 MiB message limit.
+MAX_EXEC_CHUNK = 64 * 1024
+
 
 @dataclass(frozen=True, slots=True)
 class Timeouts:
@@ -502,10 +505,13 @@ class ExecSession:
         self._stdin_closed = False
 
     async def send_stdin(self, data: bytes) -> None:
+        """Send input; large data is split into messages the plugin accepts."""
         if self._stdin_closed:
             raise PermanentPluginError("stdin already closed", op="exec", session=self.session)
-        if data:
-            await self._send(channel.encode_data(channel.STDIN, data))
+        for start in range(0, len(data), MAX_EXEC_CHUNK):
+            await self._send(
+                channel.encode_data(channel.STDIN, data[start : start + MAX_EXEC_CHUNK])
+            )
 
     async def close_stdin(self) -> None:
         """Signal end of input (v5 CLOSE of channel 0). Idempotent."""

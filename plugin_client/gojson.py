@@ -15,6 +15,7 @@ import codecs
 import json
 import math
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -43,7 +44,20 @@ def _replace_surrogates(err: UnicodeError) -> tuple[bytes, int]:
 
 codecs.register_error("vnode-gojson-fffd", _replace_surrogates)
 
-_fast_encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
+def _default(value: Any) -> Any:
+    # A datetime inside a Kubernetes dict (e.g. from a client library's model) is written the way
+    # Go writes metav1.Time: UTC, whole seconds, RFC 3339. A naive datetime is taken as UTC.
+    if isinstance(value, datetime):
+        moment = value.replace(tzinfo=UTC) if value.tzinfo is None else value
+        return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+_fast_encoder = json.JSONEncoder(
+    ensure_ascii=False, separators=(",", ":"), allow_nan=False, default=_default
+)
 
 
 def dumps(value: Any) -> bytes:
@@ -148,4 +162,4 @@ def _emit(value: Any, out: list[str]) -> None:
             _emit(item, out)
         out.append("]")
     else:
-        raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+        _emit(_default(value), out)

@@ -266,3 +266,19 @@ async def test_an_exec_request_the_plugin_refuses_is_permanent(client: PluginCli
     with pytest.raises(PermanentPluginError, match="HTTP 400") as caught:
         await client.exec(incomplete)
     assert not isinstance(caught.value, ExecNotSupported)
+
+
+async def test_large_stdin_is_split_into_acceptable_messages(client: PluginClient) -> None:
+    payload = bytes(range(256)) * 20000  # 5 MiB in one call, above the 4 MiB message limit
+    session = await client.exec(request("cat", stdin=True))
+    reader = asyncio.ensure_future(collect(session))
+    await session.send_stdin(payload)
+    await session.close_stdin()
+    assert (await reader)["stdout"] == payload
+    assert (await session.wait()).exit_code == 0
+
+
+async def test_the_plugins_status_document_is_kept_for_passing_on(client: PluginClient) -> None:
+    session = await client.exec(request("exit", "7"))
+    result = await session.wait()
+    assert result.status == channel.status_exit_code(7)

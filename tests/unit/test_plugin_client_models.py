@@ -375,3 +375,12 @@ def test_gojson_output_parses_back_to_the_same_value(value: Any) -> None:
 def test_go_formatted_floats_parse_back_to_the_same_float(value: float) -> None:
     # Go may print an integral float without a dot ("1e+16" -> "10000000000000000").
     assert float(gojson.loads(gojson.dumps(value))) == value
+
+
+def test_datetimes_inside_kubernetes_dicts_are_written_like_metav1_time() -> None:
+    plus_two = timezone(timedelta(hours=2))
+    pod = {"metadata": {"creationTimestamp": datetime(2024, 1, 1, 12, 0, 0, 5, tzinfo=plus_two)}}
+    assert gojson.dumps(pod) == b'{"metadata":{"creationTimestamp":"2024-01-01T10:00:00Z"}}'
+    assert gojson.dumps([0.5, datetime(2024, 1, 1)]) == b'[0.5,"2024-01-01T00:00:00Z"]'
+    with pytest.raises(TypeError, match="not JSON serializable"):
+        gojson.dumps({"x": object()})
