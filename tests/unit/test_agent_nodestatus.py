@@ -1,0 +1,168 @@
+"""The virtual Node: interLink's labels and taints, capacity from config and pings, Ready from
+plugin health, and status patches only on change or heartbeat."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from plugin_client.models import Accelerator, PingResources, PingResponse, Taint
+from vnode.node import nodestatus
+from vnode.node.nodestatus import PluginHealth
+from vnode.settings import Settings, settings_from_mapping
+
+NOW = "2026-01-01T00:00:00Z"
+LATER = "2026-01-01T00:00:30Z"
+
+
+def settings(**extra: Any) -> Settings:
+    return settings_from_mapping({"InterlinkURL": "unix:///run/p.sock", **extra}, nodename="vn-1",
+                                 env={"POD_IP": "10.0.0.5"})
+
+
+UP = PluginHealth(True, "unix:///run/p.sock")
+DOWN = PluginHealth(False, "unix:///run/p.sock", error="connection refused")
+
+
+def test_new_node_has_interlinks_labels_taint_address_and_endpoint() -> None:
+    s = settings(NodeLabels=["site=hpc"], Resources={"Accelerators": [
+        {"ResourceType": "nvidia.com/gpu", "Model": "a100", "Available": "4"}]})
+    node = nodestatus.new_node(s, UP, NOW, "0.1.0")
+    labels = node["metadata"]["labels"]
+    assert labels["type"] == "virtual-kubelet"
+    assert labels["virtual-node.interlink/type"] == "virtual-kubelet"
+    assert labels["kubernetes.io/role"] == "agent"
+    assert labels["kubernetes.io/hostname"] == "vn-1"
+    assert labels["kubernetes.io/os"] == "linux"
+    assert labels["nvidia-gpu-type"] == "a100"
+    assert labels["site"] == "hpc"
+    assert node["spec"]["taints"] == [{"key": "virtual-node.interlink/no-schedule", "value": "true",
+                                       "effect": "NoSchedule"}]
+    status = node["status"]
+    assert status["addresses"] == [{"type": "InternalIP", "address": "10.0.0.5"}]
+    assert status["daemonEndpoints"] == {"kubeletEndpoint": {"Port": 10250}}
+    assert status["capacity"] == status["allocatable"] == {
+        "cpu": "100", "memory": "3000G", "pods": "10000", "nvidia.com/gpu": "4"}
+    assert status["nodeInfo"]["kubeletVersion"] == "v0.1.0-vnode"
+
+
+def test_ready_follows_plugin_health_and_names_the_plugin_and_error() -> None:
+    up = {c["type"]: c for c in nodestatus.conditions(UP, NOW, [])}
+    assert up["Ready"]["status"] == "True" and up["Ready"]["reason"] == "KubeletReady"
+    down = {c["type"]: c for c in nodestatus.conditions(DOWN, LATER, list(up.values()))}
+    assert down["Ready"]["status"] == "False"
+    assert "unix:///run/p.sock" in down["Ready"]["message"]
+    assert "connection refused" in down["Ready"]["message"]
+    assert down["Ready"]["lastTransitionTime"] == LATER
+    assert down["InterlinkConnectivity"]["status"] == "False"
+
+
+def test_pressure_and_network_conditions_are_always_false() -> None:
+    for health in (UP, DOWN):
+        conds = {c["type"]: c["status"] for c in nodestatus.conditions(health, NOW, [])}
+        for ctype in ("MemoryPressure", "DiskPressure", "PIDPressure", "NetworkUnavailable"):
+            assert conds[ctype] == "False"
+
+
+def test_configured_taints_follow_the_no_schedule_taint() -> None:
+    s = settings(NodeTaints=[{"Key": "gpu", "Value": "yes", "Effect": "NoExecute"}])
+    assert nodestatus.managed_taints(s, None) == [
+        {"key": "virtual-node.interlink/no-schedule", "value": "true", "effect": "NoSchedule"},
+        {"key": "gpu", "value": "yes", "effect": "NoExecute"}]
+
+
+def test_ping_taints_replace_configured_ones_but_never_the_no_schedule_taint() -> None:
+    s = settings(NodeTaints=[{"Key": "gpu", "Value": "yes", "Effect": "NoExecute"}])
+    ping = PingResponse(taints=(Taint("maintenance", "true", "Sometimes"),
+                                Taint("virtual-node.interlink/no-schedule", "false", "NoExecute")))
+    assert nodestatus.managed_taints(s, ping) == [
+        {"key": "virtual-node.interlink/no-schedule", "value": "true", "effect": "NoSchedule"},
+        {"key": "maintenance", "value": "true", "effect": "NoSchedule"}]  # unknown effect
+    assert nodestatus.managed_taints(s, PingResponse(taints=())) == [
+        {"key": "virtual-node.interlink/no-schedule", "value": "true", "effect": "NoSchedule"}]
+
+
+def test_ping_without_taints_keeps_configured_ones() -> None:
+    s = settings(NodeTaints=[{"Key": "gpu", "Effect": "NoSchedule"}])
+    assert len(nodestatus.managed_taints(s, PingResponse(taints=None))) == 2
+
+
+def test_ping_resources_override_capacity_and_bad_values_are_ignored() -> None:
+    ping = PingResponse(resources=PingResources(
+        cpu="64", memory="not-a-quantity", pods="2.5",
+        accelerators=(Accelerator("nvidia.com/gpu", "8"), Accelerator("amd.com/gpu", "x"))))
+    cap = nodestatus.capacity(settings(), ping)
+    assert cap == {"cpu": "64", "memory": "3000G", "pods": "10000", "nvidia.com/gpu": "8"}
+
+
+def test_system_taints_of_other_controllers_are_kept_when_ours_change() -> None:
+    s = settings()
+    node = {"metadata": {"labels": nodestatus.node_labels(s), "resourceVersion": "7"},
+            "spec": {"taints": [
+                {"key": "node.kubernetes.io/not-ready", "effect": "NoExecute", "timeAdded": "t"},
+                {"key": "old-plugin-taint", "effect": "NoSchedule"},
+                {"key": "virtual-node.interlink/no-schedule", "value": "true", "effect": "NoSchedule"}]}}
+    patch = nodestatus.meta_patch(node, s, None)
+    assert patch is not None
+    assert patch["metadata"] == {"resourceVersion": "7"}
+    assert patch["spec"]["taints"] == [
+        {"key": "node.kubernetes.io/not-ready", "effect": "NoExecute", "timeAdded": "t"},
+        {"key": "virtual-node.interlink/no-schedule", "value": "true", "effect": "NoSchedule"}]
+
+
+def test_no_meta_patch_when_labels_and_taints_are_in_place() -> None:
+    s = settings()
+    node = {"metadata": {"labels": {**nodestatus.node_labels(s), "extra": "kept"}},
+            "spec": {"taints": nodestatus.managed_taints(s, None)}}
+    assert nodestatus.meta_patch(node, s, None) is None
+
+
+def test_meta_patch_adds_missing_labels_without_removing_others() -> None:
+    s = settings(NodeLabels=["new=1"])
+    node = {"metadata": {"labels": {"someone-else": "x", "type": "virtual-kubelet"}},
+            "spec": {"taints": nodestatus.managed_taints(s, None)}}
+    patch = nodestatus.meta_patch(node, s, None)
+    assert patch is not None
+    assert patch["metadata"]["labels"]["new"] == "1"
+    assert "someone-else" not in patch["metadata"]["labels"]
+    assert "type" not in patch["metadata"]["labels"]
+
+
+def node_with(status: dict[str, Any]) -> dict[str, Any]:
+    return {"metadata": {"name": "vn-1"}, "status": status}
+
+
+def test_status_is_written_on_change_and_on_heartbeat_only() -> None:
+    s = settings()
+    first = nodestatus.desired_status(s, UP, NOW, "0.1.0")
+    node = node_with(first)
+    same_later = nodestatus.desired_status(s, UP, LATER, "0.1.0", node["status"])
+    assert nodestatus.status_patch(node, same_later, heartbeat=False) is None
+    beat = nodestatus.status_patch(node, same_later, heartbeat=True)
+    assert beat is not None and beat["status"]["conditions"][0]["lastHeartbeatTime"] == LATER
+    flipped = nodestatus.desired_status(s, DOWN, LATER, "0.1.0", node["status"])
+    change = nodestatus.status_patch(node, flipped, heartbeat=False)
+    assert change is not None
+    ready = next(c for c in change["status"]["conditions"] if c["type"] == "Ready")
+    assert ready["status"] == "False"
+
+
+def test_capacity_change_removes_vanished_resources() -> None:
+    s = settings()
+    node = node_with(nodestatus.desired_status(s, UP, NOW, "0.1.0"))
+    node["status"]["capacity"]["example.com/fpga"] = "2"
+    desired = nodestatus.desired_status(s, UP, NOW, "0.1.0", node["status"])
+    patch = nodestatus.status_patch(node, desired, heartbeat=False)
+    assert patch is not None
+    assert patch["status"]["capacity"] == {"example.com/fpga": None}
+
+
+def test_a_changed_address_replaces_the_old_one() -> None:
+    s = settings()
+    node = node_with(nodestatus.desired_status(s, UP, NOW, "0.1.0"))
+    node["status"]["addresses"] = [{"type": "InternalIP", "address": "10.9.9.9"},
+                                   {"type": "Hostname", "address": "vn-1"}]
+    patch = nodestatus.status_patch(node, nodestatus.desired_status(s, UP, NOW, "0.1.0", node["status"]),
+                                    heartbeat=False)
+    assert patch is not None
+    assert patch["status"]["addresses"] == [{"type": "InternalIP", "address": "10.0.0.5"},
+                                            {"type": "Hostname", "$patch": "delete"}]
