@@ -161,6 +161,7 @@ class PluginClient:
         self._calls: aiohttp.ClientSession | None = None
         self._streams: aiohttp.ClientSession | None = None
         self._token_warning_logged = False
+        self._last_ping_warning = ""  # a plugin pinged every 10 s repeats the same mistake
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -246,7 +247,9 @@ class PluginClient:
         try:
             return PingResponse.from_wire(parse_json(text))
         except WireFormatError as error:
-            log.warning("plugin ping answer ignored (session %s): %s", session, error)
+            if error.message != self._last_ping_warning:
+                self._last_ping_warning = error.message
+                log.warning("plugin ping answer ignored (session %s): %s", session, error.message)
             return None
 
     async def logs(self, request: LogStruct) -> LogStream:

@@ -103,6 +103,10 @@ EXEC_HEARTBEAT_SECONDS = 30.0
 # Unix sockets are for the agent and the plugin's own group only.
 SOCKET_MODE = 0o660
 
+# At shutdown, in-flight create/delete/status calls get this long to finish (a slow sbatch or
+# scancel takes seconds); after that the process exits anyway.
+BACKGROUND_SHUTDOWN_SECONDS = 60.0
+
 
 class PluginBackend(Protocol):
     """What a plugin implements. Raise PodNotFound for pods it does not know (delete, logs);
@@ -214,21 +218,33 @@ async def _run_to_completion(request: web.Request, work: Awaitable[Any]) -> Any:
     background = request.app[_BACKGROUND]
     background.add(task)
     task.add_done_callback(background.discard)
-    task.add_done_callback(_log_orphaned_failure)
-    return await asyncio.shield(task)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        if not task.done():
+            where = f"{request.method} {request.path}"
+            task.add_done_callback(lambda done: _log_abandoned(where, done))
+        raise
 
 
-def _log_orphaned_failure(task: asyncio.Task[Any]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        # Retrieved here so an abandoned call's failure is logged once, not as "never retrieved".
-        log.debug("plugin call finished with %r", task.exception())
+def _log_abandoned(where: str, task: asyncio.Task[Any]) -> None:
+    # Nobody receives this answer any more, so it is logged here or nowhere.
+    if task.cancelled():
+        log.warning("%s: cancelled after its caller left", where)
+    elif task.exception() is not None:
+        log.warning("%s failed after its caller left: %s", where, task.exception())
+    else:
+        log.info("%s finished after its caller left", where)
 
 
 async def _wait_background(app: web.Application) -> None:
     background: set[asyncio.Task[Any]] = app[_BACKGROUND]
     tasks = list(background)
-    if tasks:
-        await asyncio.gather(*tasks, return_exceptions=True)
+    if not tasks:
+        return
+    _, pending = await asyncio.wait(tasks, timeout=BACKGROUND_SHUTDOWN_SECONDS)
+    if pending:
+        log.warning("shutting down with %d plugin calls still running", len(pending))
 
 
 async def _create(request: web.Request) -> web.Response:

@@ -426,3 +426,16 @@ async def test_read_all_collects_a_finite_log(served: tuple[Recorder, str]) -> N
     recorder.answers["/getLogs"] = reply(200, b"a\nb\n")
     async with client_for(url) as client:
         assert await (await client.logs(LogStruct("n", "u", "p", "c"))).read_all() == b"a\nb\n"
+
+
+async def test_a_malformed_ping_response_is_reported_once_not_every_ping(
+    served: tuple[Recorder, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    recorder, url = served
+    recorder.answers["/status"] = reply(200, b'{"status":"ok","taints":{"key":"x"}}')
+    caplog.set_level(logging.WARNING, logger="plugin_client.client")
+    async with client_for(url) as client:
+        for _ in range(3):
+            assert await client.ping() is None
+    warnings = [r.getMessage() for r in caplog.records if "ping answer ignored" in r.getMessage()]
+    assert len(warnings) == 1 and "taints: expected list, got object" in warnings[0]

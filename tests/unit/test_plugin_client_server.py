@@ -4,6 +4,7 @@ status codes, listening on unix sockets and TCP, and the in-memory fake plugin b
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import shutil
 import socket
@@ -222,13 +223,27 @@ async def test_failures_can_be_limited_to_a_number_of_calls(
 
 
 async def test_a_create_finishes_even_when_the_caller_gives_up(
-    plugin: FakePlugin, backend: FakeBackend
+    plugin: FakePlugin, backend: FakeBackend, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, logger="plugin_client.server")
     backend.delays["create"] = 0.5
     async with client_for(plugin.url, timeouts=Timeouts(create=0.05)) as client:
         with pytest.raises(TransientPluginError, match="no answer"):
             await client.create(DATA)
     await asyncio.wait_for(_until(lambda: UID in backend.pods), timeout=10)
+    await asyncio.wait_for(_until(lambda: "finished after its caller left" in caplog.text), 10)
+
+
+async def test_a_failure_nobody_waits_for_any_more_is_still_logged(
+    plugin: FakePlugin, backend: FakeBackend, caplog: pytest.LogCaptureFixture
+) -> None:
+    backend.delays["delete"] = 0.3
+    backend.fail("delete", TransientPluginError("scancel: slurmctld down"))
+    async with client_for(plugin.url, timeouts=Timeouts(delete=0.05)) as client:
+        with pytest.raises(TransientPluginError):
+            await client.delete(POD)
+    message = "POST /delete failed after its caller left: scancel: slurmctld down"
+    await asyncio.wait_for(_until(lambda: message in caplog.text), timeout=10)
 
 
 async def _until(condition: Any) -> None:
