@@ -122,8 +122,8 @@ class WorkQueue(Generic[K]):
                 delay = self.error_backoff.delay(failures)
                 log.exception("%s: handling %s failed (attempt %d); retrying in %.1fs",
                               self.name, key, failures + 1, delay)
+                self.add_after(key, delay)  # before _done, so the queue never looks idle
                 self._done(key)
-                self.add_after(key, delay)
             else:
                 self._done(key)
 
