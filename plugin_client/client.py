@@ -505,6 +505,7 @@ class ExecSession:
         self._result: ExecResult | None = None
         self._done = asyncio.Event()
         self._iterating = False
+        self._iteration_stopped = asyncio.Event()
         self._stdin_closed = False
 
     async def send_stdin(self, data: bytes) -> None:
@@ -539,7 +540,10 @@ class ExecSession:
         return self._output()
 
     async def _output(self) -> AsyncIterator[tuple[str, bytes]]:
+        if self._iterating:
+            raise RuntimeError("exec output is already being iterated")
         self._iterating = True
+        self._iteration_stopped.clear()
         try:
             while not self._done.is_set():
                 item = await self._next_output()
@@ -547,6 +551,7 @@ class ExecSession:
                     yield item
         finally:
             self._iterating = False
+            self._iteration_stopped.set()
 
     async def _next_output(self) -> tuple[str, bytes] | None:
         message = await self._ws.receive()
@@ -590,11 +595,24 @@ class ExecSession:
         self._done.set()
 
     async def wait(self) -> ExecResult:
-        """The command's result: exit code, or a failure message when there is none."""
-        if self._iterating:
-            await self._done.wait()
-        else:
-            while not self._done.is_set():
+        """The command's result: exit code, or a failure message when there is none.
+
+        While another task iterates the output, this waits for it; otherwise (also after an
+        iteration was abandoned half-way) it reads the rest of the output itself and drops it.
+        """
+        while not self._done.is_set():
+            if self._iterating:
+                waiters = {
+                    asyncio.ensure_future(self._done.wait()),
+                    asyncio.ensure_future(self._iteration_stopped.wait()),
+                }
+                try:
+                    await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    for waiter in waiters:
+                        waiter.cancel()
+                    await asyncio.gather(*waiters, return_exceptions=True)
+            else:
                 await self._next_output()
         await self._ws.close()
         assert self._result is not None

@@ -282,3 +282,24 @@ async def test_the_plugins_status_document_is_kept_for_passing_on(client: Plugin
     session = await client.exec(request("exit", "7"))
     result = await session.wait()
     assert result.status == channel.status_exit_code(7)
+
+
+async def test_wait_finishes_after_an_iteration_was_abandoned(client: PluginClient) -> None:
+    session = await client.exec(request("cat", stdin=True))
+    await session.send_stdin(b"one\n")
+    async for stream, data in session:
+        assert (stream, data) == ("stdout", b"one\n")
+        break  # stop reading half-way, as a consumer that lost interest would
+    await session.close_stdin()
+    assert (await asyncio.wait_for(session.wait(), timeout=10)).exit_code == 0
+
+
+async def test_wait_while_another_task_iterates_leaves_the_output_to_it(client: PluginClient) -> None:
+    session = await client.exec(request("cat", stdin=True))
+    reader = asyncio.ensure_future(collect(session))
+    await asyncio.sleep(0)  # the reader starts iterating first
+    waiter = asyncio.ensure_future(session.wait())
+    await session.send_stdin(b"all of it\n")
+    await session.close_stdin()
+    result, output = await asyncio.wait_for(asyncio.gather(waiter, reader), timeout=10)
+    assert result.exit_code == 0 and output["stdout"] == b"all of it\n"
