@@ -192,7 +192,8 @@ class AgentProcess:
     env: dict[str, str] = field(default_factory=dict)
 
     async def start(self) -> None:
-        log = open(self.log_path, "ab")  # noqa: SIM115 (the child owns it; closed in stop)
+        # A local log file opens instantly; the child inherits the descriptor, we close ours.
+        log = open(self.log_path, "ab")  # noqa: SIM115, ASYNC230
         self.proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "vnode", "run", "--config", str(self.config_path),
             "--nodename", self.node, cwd=str(REPO), env=self.env,

@@ -7,7 +7,13 @@ from datetime import datetime
 from typing import Any
 
 from plugin_client.models import Accelerator, PingResources, PingResponse, Taint
-from tests.agent_support import eventually, kget, node_condition, running_agent, wait_ready
+from tests.agent_support import (
+    eventually,
+    kget,
+    node_condition,
+    running_agent,
+    wait_ready,
+)
 from tests.conftest import Testbed
 from tests.fakeplugin import FakeBackend
 
