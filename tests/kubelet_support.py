@@ -65,6 +65,9 @@ class StaticLogs:
 
     async def logs(self, namespace: str, pod: str, container: str, options: LogOptions) -> AsyncIterator[bytes]:
         self.calls.append((namespace, pod, container, options))
+        return self._stream(options)
+
+    async def _stream(self, options: LogOptions) -> AsyncIterator[bytes]:
         lines = self.text.splitlines(keepends=True)
         if options.tail_lines is not None:
             lines = lines[-options.tail_lines:] if options.tail_lines else []

@@ -8,7 +8,7 @@ import json
 
 from vnode.kubelet import status
 from vnode.kubelet import streamprotocol as sp
-from vnode.kubelet.backends import TerminalSize
+from vnode.kubelet.backends import ExecFailed, TerminalSize
 from vnode.kubelet.execsession import InputPump, ResizeDecoder
 from vnode.kubelet.requests import ExecOptions
 from vnode.kubelet.spdyexec import expected_streams
@@ -83,3 +83,16 @@ async def test_closed_pump_unblocks_a_full_queue() -> None:
     assert not blocked.done()
     pump.close()
     await asyncio.wait_for(blocked, 1)
+
+
+def test_a_backend_failure_status_is_passed_on_unchanged() -> None:
+    given = {"metadata": {}, "status": "Failure", "message": "Internal error occurred: pod gone",
+             "reason": "InternalError", "details": {"causes": [{"message": "pod gone"}]}, "code": 500}
+    assert status.from_backend(ExecFailed("pod gone", status=given)) == given
+
+
+def test_a_backend_failure_without_a_usable_status_becomes_an_internal_error() -> None:
+    for given in (None, {"status": "Success"}, {"status": "Failure", "message": 3}):
+        final = status.from_backend(ExecFailed("exec stream closed before the status", status=given))
+        assert (final["status"], final["reason"]) == ("Failure", "InternalError")
+        assert final["message"] == "exec stream closed before the status"

@@ -23,16 +23,32 @@ class PodLookup(Protocol):
     async def list_pods(self) -> Sequence[Pod]: ...
 
 
+class NotFound(Exception):
+    """404: the backend does not know the pod or container. The message is shown to the user."""
+
+
+class BackendError(Exception):
+    """The backend failed. ``status`` is the HTTP status the caller gets: 503 when the plugin is
+    unreachable or overloaded (worth retrying), 500 otherwise."""
+
+    def __init__(self, message: str, *, status: int = 500) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 class LogsSource(Protocol):
     """Container logs (the agent forwards to the plugin's ``/getLogs``).
 
-    Called only after the pod and container were found. Yields raw log bytes; with
-    ``options.follow`` it keeps yielding until the container ends or the caller stops
-    iterating (the generator is then closed with ``aclose()``). The front enforces
-    ``limit_bytes`` itself as well, so a plugin that ignores it is still correct.
+    Called only after the pod and container were found. Awaiting ``logs`` opens the stream and
+    raises :class:`NotFound` or :class:`BackendError` before any byte, so the caller still gets a
+    proper HTTP status; iterating the result yields raw log bytes (a failure mid-stream raises
+    :class:`BackendError` and cuts the response). With ``options.follow`` it keeps yielding until
+    the container ends or the caller stops iterating (the iterator is then closed with
+    ``aclose()`` if it has one). The front enforces ``limit_bytes`` itself as well, so a plugin
+    that ignores it is still correct.
     """
 
-    def logs(
+    async def logs(
         self, namespace: str, pod: str, container: str, options: LogOptions
     ) -> AsyncIterator[bytes]: ...
 
@@ -76,7 +92,8 @@ class ExecSession(Protocol):
         ...
 
     async def wait(self) -> int:
-        """The exit code (0..255); called after ``output()`` ended."""
+        """The exit code (0..255); called after ``output()`` ended. Raises :class:`ExecFailed`
+        when the command ended without one (the backend lost it, or could not run it)."""
         ...
 
     async def close(self) -> None:
@@ -85,6 +102,15 @@ class ExecSession(Protocol):
 
 class ExecNotSupported(Exception):
     """The backend cannot exec (or attach); the client is told so in a Failure Status."""
+
+
+class ExecFailed(Exception):
+    """The command has no exit code. ``status`` is a ``metav1.Status`` from the backend to pass
+    on to the client unchanged (None: the front builds a Failure from the message)."""
+
+    def __init__(self, message: str, *, status: Mapping[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class ExecBackend(Protocol):

@@ -27,10 +27,12 @@ from vnode.kubelet import requests as rq
 from vnode.kubelet import status, streamprotocol
 from vnode.kubelet.auth import Forbidden, RequestAuthority, Unauthenticated
 from vnode.kubelet.backends import (
+    BackendError,
     ExecBackend,
     ExecSession,
     ExecSpec,
     LogsSource,
+    NotFound,
     Pod,
     PodLookup,
 )
@@ -270,14 +272,26 @@ class KubeletServer:
         ref = rq.parse_pod_ref(request.target.path, allow_uid=False)
         options = rq.parse_log_options(request.target.query)
         await self._find(ref)
+        try:
+            stream = await self._logs.logs(ref.namespace, ref.pod, ref.container, options)
+        except NotFound as exc:
+            raise HttpError(404, str(exc)) from exc
+        except BackendError as exc:
+            log.warning("logs of %s/%s/%s: %s", ref.namespace, ref.pod, ref.container, exc)
+            raise HttpError(exc.status, str(exc)) from exc
         await http.send(
             h11.Response(
                 status_code=200,
                 headers=[("Content-Type", "text/plain"), ("Transfer-Encoding", "chunked")],
             )
         )
-        stream = self._logs.logs(ref.namespace, ref.pod, ref.container, options)
-        await _stream_until_disconnect(http, _limited(stream, options.limit_bytes))
+        try:
+            await _stream_until_disconnect(http, _limited(stream, options.limit_bytes))
+        except BackendError as exc:
+            # Headers are out: the only way left to say "incomplete" is to drop the connection
+            # without the terminating chunk, which the apiserver passes on as an error.
+            log.warning("logs of %s/%s/%s broke off: %s", ref.namespace, ref.pod, ref.container, exc)
+            raise ClientGone(f"log stream failed: {exc}") from exc
         await http.send(h11.EndOfMessage())
 
     # ---- exec / attach ------------------------------------------------------------------

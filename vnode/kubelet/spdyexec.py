@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 
 from vnode import spdy
 from vnode.kubelet import status, streamprotocol
-from vnode.kubelet.backends import ExecSession
+from vnode.kubelet.backends import ExecFailed, ExecSession
 from vnode.kubelet.execsession import (
     LINGER,
     STREAM_CREATION_TIMEOUT,
@@ -153,7 +153,11 @@ class SpdyExecSession:
                 assert failed is not None
                 await self._finish(failed)
                 return
-            code = await self._pump(session)
+            try:
+                code = await self._pump(session)
+            except ExecFailed as exc:
+                await self._finish(status.from_backend(exc))
+                return
             if code is not None:
                 await self._finish(status.for_exit(code))
         except ConnectionError as exc:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from plugin_client import channel
+from vnode.kubelet.backends import ExecFailed
 
 Status = dict[str, Any]
 
@@ -36,6 +37,15 @@ def failure(message: str, *, reason: str = "InternalError", code: int = 500) -> 
 
 def for_exit(code: int) -> Status:
     return success() if code == 0 else exit_code(code)
+
+
+def from_backend(error: ExecFailed) -> Status:
+    """The backend's own Status when it sent a usable one (kubectl then prints exactly what the
+    plugin said), else an InternalError Failure with the error's message."""
+    given = error.status
+    if given is not None and given.get("status") == "Failure" and isinstance(given.get("message"), str):
+        return dict(given)
+    return failure(str(error) or "command ended without an exit status")
 
 
 def encode(status: Status) -> bytes:

@@ -21,7 +21,7 @@ from wsproto.frame_protocol import CloseReason
 
 from plugin_client import channel
 from vnode.kubelet import status, streamprotocol
-from vnode.kubelet.backends import ExecSession, TerminalSize
+from vnode.kubelet.backends import ExecFailed, ExecSession, TerminalSize
 from vnode.kubelet.execsession import LINGER, InputPump, start_backend
 from vnode.kubelet.requests import ExecOptions
 
@@ -131,7 +131,11 @@ class WebSocketExecSession:
                 assert failed is not None
                 await self._finish(failed)
                 return
-            code = await self._pump(session)
+            try:
+                code = await self._pump(session)
+            except ExecFailed as exc:
+                await self._finish(status.from_backend(exc))
+                return
             if code is not None:
                 await self._finish(status.for_exit(code))
         except ConnectionError as exc:

@@ -1,0 +1,258 @@
+"""The kubelet front's backends on top of the agent: the pod cache and the plugin client.
+
+* :class:`CachedPods` answers pod lookups from the agent's informer-fed pod records (no
+  apiserver call per request; the cache holds only pods bound to this node).
+* :class:`PluginLogs` forwards ``/containerLogs`` to the plugin's ``/getLogs`` with interLink's
+  ``LogStruct`` (pod UID from the cached pod).
+* :class:`PluginExec` forwards exec to vnode's plugin-API exec extension
+  (``plugin_client/EXEC.md``).
+
+Everything the plugin says goes through ``plugin_client``'s classified errors and is turned into
+the front's own (:class:`NotFound`, :class:`BackendError`, :class:`ExecNotSupported`,
+:class:`ExecFailed`), so the front never sees a plugin type.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterable, AsyncIterator, Sequence
+from typing import Protocol
+
+from plugin_client import errors as plugin_errors
+from plugin_client.channel import ExecResult
+from plugin_client.models import ExecRequest, LogOpts, LogStruct
+from vnode.kubelet.backends import (
+    BackendError,
+    ExecFailed,
+    ExecNotSupported,
+    ExecSpec,
+    NotFound,
+    OutputChannel,
+    Pod,
+    PodLookup,
+    TerminalSize,
+)
+from vnode.kubelet.requests import LogOptions
+
+log = logging.getLogger(__name__)
+
+
+# ---- pods ------------------------------------------------------------------------------------
+
+
+class PodCache(Protocol):
+    """The agent's pod records (``vnode.node.pod_controller.PodController`` has these)."""
+
+    def find(self, namespace: str, name: str) -> Pod | None: ...
+
+    def list_pods(self) -> Sequence[Pod]: ...
+
+
+class CachedPods:
+    """:class:`~vnode.kubelet.backends.PodLookup` over the agent's pod cache."""
+
+    def __init__(self, cache: PodCache) -> None:
+        self._cache = cache
+
+    async def get_pod(self, namespace: str, name: str) -> Pod | None:
+        return self._cache.find(namespace, name)
+
+    async def list_pods(self) -> Sequence[Pod]:
+        return list(self._cache.list_pods())
+
+
+def container_names(pod: Pod) -> frozenset[str]:
+    """Containers a log or exec request may name: regular, init and ephemeral ones."""
+    spec = pod.get("spec") or {}
+    names: set[str] = set()
+    for key in ("containers", "initContainers", "ephemeralContainers"):
+        names.update(str(c.get("name", "")) for c in spec.get(key) or [])
+    names.discard("")
+    return frozenset(names)
+
+
+def _pod_uid(pod: Pod) -> str:
+    return str((pod.get("metadata") or {}).get("uid", ""))
+
+
+async def _find_container(pods: PodLookup, namespace: str, name: str, container: str) -> Pod:
+    pod = await pods.get_pod(namespace, name)
+    if pod is None:
+        raise NotFound(f"pod {namespace}/{name} is not on this node")
+    if container not in container_names(pod):
+        raise NotFound(f"container {container!r} is not valid for pod {namespace}/{name}")
+    return pod
+
+
+def _backend_error(error: plugin_errors.PluginError, what: str) -> NotFound | BackendError:
+    """A plugin failure as the front's error: 404 for an unknown pod, 503 when retrying may help."""
+    if isinstance(error, plugin_errors.PodNotFound) or error.status == 404:
+        return NotFound(f"{what}: the plugin does not know it ({error})")
+    if error.transient:
+        return BackendError(f"{what}: plugin unavailable: {error}", status=503)
+    return BackendError(f"{what}: {error}", status=500)
+
+
+# ---- logs ------------------------------------------------------------------------------------
+
+
+class PluginLogsClient(Protocol):
+    """``plugin_client.client.PluginClient.logs``."""
+
+    async def logs(self, request: LogStruct) -> AsyncIterable[bytes]: ...
+
+
+def log_opts(options: LogOptions) -> LogOpts:
+    """interLink's ``ContainerLogOpts`` for a kubelet log request, field for field as interLink's
+    virtual kubelet fills it (0 / zero time = not set).
+
+    One exception: interLink's API refuses ``Tail`` together with ``Bytes`` (HTTP 400), so with
+    both only ``Tail`` is sent; the front cuts the output at ``limitBytes`` itself anyway.
+    """
+    tail = options.tail_lines or 0
+    limit = options.limit_bytes or 0
+    return LogOpts(
+        tail=tail,
+        limit_bytes=0 if tail else limit,
+        timestamps=options.timestamps,
+        follow=options.follow,
+        previous=options.previous,
+        since_seconds=options.since_seconds or 0,
+        since_time=options.since_time,
+    )
+
+
+class PluginLogs:
+    """:class:`~vnode.kubelet.backends.LogsSource` forwarding to the plugin's ``/getLogs``."""
+
+    def __init__(self, pods: PodLookup, plugin: PluginLogsClient) -> None:
+        self._pods = pods
+        self._plugin = plugin
+
+    async def logs(
+        self, namespace: str, pod: str, container: str, options: LogOptions
+    ) -> AsyncIterator[bytes]:
+        found = await _find_container(self._pods, namespace, pod, container)
+        what = f"logs of {namespace}/{pod}/{container}"
+        if options.tail_lines == 0 and not options.follow:
+            # interLink's wire has no "zero lines" (Tail 0 means all): answer it here. With
+            # follow, Tail 0 goes to the plugin and the user sees the history too.
+            return _empty()
+        request = LogStruct(
+            namespace=namespace,
+            pod_uid=_pod_uid(found),
+            pod_name=pod,
+            container_name=container,
+            opts=log_opts(options),
+        )
+        try:
+            stream = await self._plugin.logs(request)
+        except plugin_errors.PluginError as error:
+            raise _backend_error(error, what) from error
+        return _relay(stream, what)
+
+
+async def _empty() -> AsyncIterator[bytes]:
+    return
+    yield  # pragma: no cover - makes this an async generator
+
+
+async def _relay(stream: AsyncIterable[bytes], what: str) -> AsyncIterator[bytes]:
+    """The plugin's bytes; a broken stream becomes BackendError, and closing us closes it."""
+    try:
+        async for chunk in stream:
+            yield chunk
+    except plugin_errors.PluginError as error:
+        raise BackendError(f"{what}: {error}", status=503 if error.transient else 500) from error
+    finally:
+        closer = getattr(stream, "aclose", None)
+        if closer is not None:
+            await closer()
+
+
+# ---- exec ------------------------------------------------------------------------------------
+
+
+class PluginExecSession(Protocol):
+    """``plugin_client.client.ExecSession``."""
+
+    async def send_stdin(self, data: bytes) -> None: ...
+
+    async def close_stdin(self) -> None: ...
+
+    async def resize(self, width: int, height: int) -> None: ...
+
+    def __aiter__(self) -> AsyncIterator[tuple[str, bytes]]: ...
+
+    async def wait(self) -> ExecResult: ...
+
+    async def close(self) -> None: ...
+
+
+class PluginExecClient(Protocol):
+    """``plugin_client.client.PluginClient.exec``."""
+
+    async def exec(self, request: ExecRequest) -> PluginExecSession: ...
+
+
+class _Session:
+    """One plugin exec session seen as the front's :class:`~vnode.kubelet.backends.ExecSession`."""
+
+    def __init__(self, session: PluginExecSession, what: str) -> None:
+        self._session = session
+        self._what = what
+
+    async def send_stdin(self, data: bytes) -> None:
+        await self._session.send_stdin(data)
+
+    async def close_stdin(self) -> None:
+        await self._session.close_stdin()
+
+    async def resize(self, size: TerminalSize) -> None:
+        await self._session.resize(size.width, size.height)
+
+    async def output(self) -> AsyncIterator[tuple[OutputChannel, bytes]]:
+        async for stream, data in self._session:
+            yield ("stderr" if stream == "stderr" else "stdout"), data
+
+    async def wait(self) -> int:
+        result = await self._session.wait()
+        if result.exit_code is None:
+            log.info("%s ended without an exit code: %s", self._what, result.message)
+            raise ExecFailed(result.message, status=result.status)
+        return result.exit_code
+
+    async def close(self) -> None:
+        await self._session.close()
+
+
+class PluginExec:
+    """:class:`~vnode.kubelet.backends.ExecBackend` over the plugin's exec extension."""
+
+    def __init__(self, plugin: PluginExecClient) -> None:
+        self._plugin = plugin
+
+    async def exec(self, spec: ExecSpec) -> _Session:
+        request = ExecRequest(
+            namespace=spec.namespace,
+            pod_uid=spec.pod_uid,
+            pod_name=spec.pod,
+            container=spec.container,
+            command=spec.command,
+            stdin=spec.stdin,
+            stdout=spec.stdout,
+            stderr=spec.stderr,
+            tty=spec.tty,
+        )
+        what = f"exec in {spec.namespace}/{spec.pod}/{spec.container}"
+        try:
+            session = await self._plugin.exec(request)
+        except plugin_errors.ExecNotSupported as error:
+            raise ExecNotSupported(error.message) from error
+        return _Session(session, what)
+
+    async def attach(self, spec: ExecSpec) -> _Session:
+        raise ExecNotSupported(
+            "attach not supported by this plugin: the plugin API's exec extension has no attach"
+        )
+
