@@ -1,0 +1,90 @@
+"""`vnode-slurm-plugin`: run the SLURM plugin server.
+
+    vnode-slurm-plugin --config SlurmConfig.yaml       (or SLURMCONFIGPATH=..., as the Go plugin)
+
+The Go plugin's flags `-SlurmConfigpath`, `-verbose` and `-errorsonly` are accepted too. A bad
+configuration exits with status 2 and one line naming the key. SIGTERM/SIGINT stop the server
+after in-flight creates and deletes finish; the unix socket file is removed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+
+from plugin_client.server import make_app, start_server
+
+from .config import ConfigError, SlurmConfig, load_config
+from .service import SlurmPlugin
+
+log = logging.getLogger("vnode.plugins.slurm")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="vnode-slurm-plugin", description="interLink-compatible SLURM plugin of vnode")
+    p.add_argument("--config", "-SlurmConfigpath", "--SlurmConfigpath", dest="config",
+                   help="SlurmConfig.yaml (default: $SLURMCONFIGPATH, else /etc/interlink/SlurmConfig.yaml)")
+    p.add_argument("--verbose", "-verbose", action="store_true", help="debug logging")
+    p.add_argument("--errorsonly", "-errorsonly", action="store_true", help="log errors only")
+    return p
+
+
+def listen_addresses(config: SlurmConfig, host: str = "0.0.0.0") -> list[str]:
+    """`Socket: unix:///path` wins over SidecarPort, as in the Go plugin (which listens on all
+    interfaces: `:port`)."""
+    if config.socket_path:
+        return [f"unix://{config.socket_path}"]
+    return [f"http://{host}:{config.sidecar_port}"]
+
+
+async def serve(config: SlurmConfig, stop: asyncio.Event, ready: asyncio.Event | None = None) -> None:
+    plugin = SlurmPlugin(config)
+    await plugin.start()
+    server = await start_server(make_app(plugin), listen_addresses(config))
+    if not config.socket_path:
+        log.warning("listening on TCP port %s of every interface, without authentication: whoever reaches it can "
+                    "run jobs as this user. Prefer `Socket: unix:///...`.", config.sidecar_port)
+    if ready is not None:
+        ready.set()
+    try:
+        await stop.wait()
+    finally:
+        await server.close()
+        await plugin.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        config, warnings = load_config(args.config, os.environ)
+    except ConfigError as e:
+        print(f"vnode-slurm-plugin: configuration error: {e}", file=sys.stderr)
+        return 2
+    verbose = args.verbose or (config.verbose_logging and not args.errorsonly)
+    quiet = args.errorsonly or (config.errors_only_logging and not verbose)
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.ERROR if quiet else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for w in warnings:
+        log.warning("config: %s", w)
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await serve(config, stop)
+
+    try:
+        asyncio.run(run())
+    except OSError as e:
+        print(f"vnode-slurm-plugin: cannot listen: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

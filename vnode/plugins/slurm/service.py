@@ -1,0 +1,371 @@
+"""The SLURM plugin backend: what `plugin_client.server` serves on /create, /delete, /status (and
+the ping), /getLogs, /exec and /system-info.
+
+Concurrency: creates and deletes of one pod hold that pod's lock, so a delete that races a create
+waits for the job id and cancels it (and a delete that comes first makes the create refuse);
+different pods proceed in parallel. Status answers come from one batched, cached squeue/sacct
+(`poller`). Every blocking file operation runs in a thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from plugin_client.errors import PermanentPluginError, PodNotFound, TransientPluginError
+from plugin_client.models import (
+    Accelerator,
+    CreateStruct,
+    ExecRequest,
+    KubeObject,
+    LogStruct,
+    PingResources,
+    PingResponse,
+    PodStatus,
+    RetrievedPodData,
+    Taint,
+)
+from plugin_client.server import ServerExecSession
+
+from . import store as disk
+from .config import SlurmConfig
+from .directives import DirectiveError, build_directives
+from .exec import run_exec
+from .logs import files_for, follow, snapshot
+from .parsers import JobInfo, ParseError, usable
+from .podspec import Pod, PodSpecError, parse_pod
+from .poller import JobPoller, info_from_json, info_to_json, is_final
+from .runtime import singularity_argv
+from .script import JobFiles, build_job
+from .slurm_cli import SlurmCli, SlurmCommandError
+from .states import Phase
+from .status import (
+    ContainerFiles,
+    SpecContainer,
+    creating_status,
+    pod_status,
+    read_files,
+    spec_containers,
+    unknown_status,
+)
+from .store import PodRecord, PodStore
+from .volumes import collect_volume_data, plan_volumes
+
+log = logging.getLogger(__name__)
+
+EXEC_FILE = "vnode-exec.json"  # per container: the runtime argv up to the image, for kubectl exec
+SCRIPT_MODE = 0o700
+# sbatch messages that mean "SLURM is unreachable right now", not "this job is wrong".
+_TRANSIENT_MARKERS = ("Unable to contact slurm controller", "Socket timed out", "Connection refused",
+                      "Slurm backup controller in standby mode", "Zero Bytes were transmitted")
+
+
+def _meta(pod: Mapping[str, Any]) -> tuple[str, str, str]:
+    meta = pod.get("metadata") if isinstance(pod.get("metadata"), dict) else {}
+    return str(meta.get("namespace", "") or "default"), str(meta.get("name", "")), str(meta.get("uid", ""))  # type: ignore[union-attr]
+
+
+def _slurm_error(op: str, ref: str, e: SlurmCommandError | asyncio.TimeoutError) -> Exception:
+    if isinstance(e, asyncio.TimeoutError):
+        return TransientPluginError(f"{op} {ref}: SLURM did not answer in time", status=504)
+    if any(m in e.stderr or m in str(e) for m in _TRANSIENT_MARKERS) or e.returncode is None:
+        return TransientPluginError(f"{op} {ref}: {e}", status=503)
+    return PermanentPluginError(f"{op} {ref}: {e}", status=400)
+
+
+class SlurmPlugin:
+    def __init__(self, config: SlurmConfig, cli: SlurmCli | None = None) -> None:
+        self.config = config
+        self.cli = cli or SlurmCli(config)
+        self.store = PodStore(config.data_root)
+        self.poller = JobPoller(self.cli, config.status_cache_seconds, self._active_job_ids)
+        self._cleanups: dict[str, asyncio.Task[None]] = {}
+        self.warnings: list[str] = []
+
+    # --- lifecycle ------------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Recover every job from the data root (Go layout) and resume pending clean-ups."""
+        records = await asyncio.to_thread(self.store.load)
+        for record in records:
+            if record.final:
+                info = info_from_json(record.final)
+                if info is not None:
+                    self.poller.seed_final(info)
+            if record.deleted_at is not None:
+                self.store.tombstone(record.uid)
+                self._schedule_cleanup(record)
+        log.info("recovered %d pods from %s (%d deleted, awaiting clean-up)", len(records), self.config.data_root,
+                 sum(1 for r in records if r.deleted_at is not None))
+
+    async def close(self) -> None:
+        tasks = list(self._cleanups.values())
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _active_job_ids(self) -> list[str]:
+        return [r.job_id for r in self.store.records() if r.job_id and r.deleted_at is None]
+
+    # --- create -----------------------------------------------------------------------------------
+    def _build(self, pod: Pod, data: RetrievedPodData, pod_dir: Path) -> tuple[JobFiles, int | None, dict[str, list[str]]]:
+        directives = build_directives(pod, self.config)
+        wire_containers = [c.to_wire() for c in data.containers or ()]
+        plan = plan_volumes(pod, collect_volume_data(wire_containers), self.config.export_pod_data)
+        for w in plan.warnings:
+            log.warning("pod %s/%s: %s", pod.namespace, pod.name, w)
+        job = build_job(self.config, pod, str(pod_dir), directives, plan)
+        uid = next((int(d.value) for d in directives.directives if d.name == "uid" and d.value and d.value.isdigit()), None)
+        exec_argv = {c.name: singularity_argv(self.config, pod, c, str(pod_dir), plan.binds.get(c.name, []), command=[])
+                     for c in pod.all_containers}
+        return job, uid, exec_argv
+
+    async def create(self, data: RetrievedPodData) -> CreateStruct:
+        namespace, name, uid = _meta(data.pod)
+        ref = f"pod {namespace}/{name}"
+        try:
+            pod = parse_pod(data.pod)
+        except PodSpecError as e:
+            raise PermanentPluginError(f"{ref}: {e}", status=400) from None
+        if data.job_script:
+            raise PermanentPluginError(f"{ref}: interLink jobScript (JobScriptTemplate/JobScriptBuilderURL) is not supported by vnode's SLURM plugin", status=400)
+        async with self.store.lock(uid):
+            existing = self.store.get(uid)
+            if self.store.is_tombstoned(uid) or (existing is not None and existing.deleted_at is not None):
+                raise PermanentPluginError(f"{ref} ({uid}) was deleted; not creating it", status=409)
+            if existing is not None and existing.job_id:
+                return CreateStruct(uid, existing.job_id)  # a repeated create: the job exists already
+            pod_dir = self.config.pod_dir(pod.namespace, pod.uid)
+            try:
+                job, run_as, exec_argv = self._build(pod, data, pod_dir)
+            except (PodSpecError, DirectiveError) as e:
+                raise PermanentPluginError(f"{ref}: {e}", status=400) from None
+            record = PodRecord(uid=uid, namespace=pod.namespace, name=pod.name, pod_dir=pod_dir)
+            self.store.add(record)
+            try:
+                await asyncio.to_thread(self._write_job, pod, pod_dir, job, run_as, exec_argv)
+                job_id = await self.cli.sbatch(str(pod_dir / "job.slurm"))
+            except BaseException as e:
+                self.store.forget(uid)
+                await asyncio.to_thread(disk.remove_pod_dir, pod_dir)
+                if isinstance(e, (SlurmCommandError, asyncio.TimeoutError)):
+                    raise _slurm_error("create", ref, e) from None
+                if isinstance(e, ParseError):
+                    raise TransientPluginError(f"create {ref}: {e}", status=502) from None
+                if isinstance(e, OSError):
+                    raise TransientPluginError(f"create {ref}: cannot write {pod_dir}: {e.strerror or e}", status=500) from None
+                raise
+            try:
+                await asyncio.to_thread(disk.write_ids, pod_dir, job_id, uid, pod.namespace)
+            except OSError as e:
+                # Without its id files the job could never be found again: take it back.
+                await self.cli.scancel(job_id)
+                self.store.forget(uid)
+                raise TransientPluginError(f"create {ref}: cannot record job {job_id}: {e.strerror or e}", status=500) from None
+            record.job_id = job_id
+            log.info("pod %s/%s uid %s: submitted as SLURM job %s", pod.namespace, pod.name, uid, job_id)
+            return CreateStruct(uid, job_id)
+
+    def _write_job(self, pod: Pod, pod_dir: Path, job: JobFiles, run_as: int | None, exec_argv: dict[str, list[str]]) -> None:
+        self.store.ensure_root()
+        files: list[tuple[str, bytes, int]] = [
+            ("job.slurm", job.job_slurm.encode("utf-8"), SCRIPT_MODE),
+            ("job.sh", job.job_sh.encode("utf-8"), SCRIPT_MODE),
+            *((f.path, f.content, f.mode) for f in job.files),
+        ]
+        disk.write_pod_dir(pod_dir, job.dirs, job.empty_dirs, files, uid=run_as)
+        disk.write_json(pod_dir, disk.POD_FILE, dict(pod.raw))
+        disk.write_json(pod_dir, EXEC_FILE, exec_argv)
+
+    # --- delete -----------------------------------------------------------------------------------
+    async def delete(self, pod: KubeObject) -> None:
+        namespace, name, uid = _meta(pod)
+        ref = f"pod {namespace}/{name}"
+        async with self.store.lock(uid):
+            record = self.store.get(uid)
+            self.store.tombstone(uid)
+            if record is None or record.deleted_at is not None:
+                return  # unknown or already deleted: nothing to do, and not an error
+            info = self.poller.cached(record.job_id) if record.job_id else None
+            if record.job_id and not (info is not None and is_final(info)):
+                try:
+                    await self.cli.scancel(record.job_id)
+                except (TimeoutError, SlurmCommandError) as e:
+                    raise TransientPluginError(f"delete {ref}: {e}", status=503) from None
+            record.deleted_at = time.time()
+            await asyncio.to_thread(disk.mark_deleted, record.pod_dir, record.deleted_at)
+            log.info("pod %s/%s uid %s: job %s cancelled; files kept %.0fs", namespace, name, uid, record.job_id or "-",
+                     self.config.delete_retention_seconds)
+            self._schedule_cleanup(record)
+
+    def _schedule_cleanup(self, record: PodRecord) -> None:
+        if record.uid in self._cleanups:
+            return
+        task = asyncio.ensure_future(self._cleanup(record))
+        self._cleanups[record.uid] = task
+        uid = record.uid
+        task.add_done_callback(lambda _t: self._cleanups.pop(uid, None))
+
+    async def _cleanup(self, record: PodRecord) -> None:
+        delay = (record.deleted_at or time.time()) + self.config.delete_retention_seconds - time.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        async with self.store.lock(record.uid):
+            await asyncio.to_thread(disk.remove_pod_dir, record.pod_dir)
+            self.store.forget(record.uid)
+            if record.job_id:
+                self.poller.forget(record.job_id)
+        self.store.expire_tombstones(max(3600.0, self.config.delete_retention_seconds))
+
+    # --- status -----------------------------------------------------------------------------------
+    async def status(self, pods: list[KubeObject]) -> list[PodStatus]:
+        asked: list[tuple[str, str, str, PodRecord | None, list[SpecContainer]]] = []
+        for pod in pods:
+            namespace, name, uid = _meta(pod)
+            record = self.store.get(uid)
+            asked.append((namespace, name, uid, record, spec_containers(pod)))
+        job_ids = [r.job_id for *_x, r, _c in asked if r is not None and r.job_id]
+        try:
+            infos = await self.poller.get(job_ids) if job_ids else {}
+        except (TimeoutError, SlurmCommandError) as e:
+            raise TransientPluginError(f"status: {e}", status=503) from None
+        files = await asyncio.to_thread(self._read_all, asked)
+        out: list[PodStatus] = []
+        for (namespace, name, uid, record, containers), (container_files, job_error) in zip(asked, files):
+            if record is None:
+                out.append(unknown_status(name, namespace, uid, containers))
+            elif not record.job_id:
+                out.append(creating_status(name, namespace, uid, containers))
+            else:
+                info = infos.get(record.job_id)
+                if info is not None and is_final(info) and record.final is None:
+                    record.final = info_to_json(info)
+                    await asyncio.to_thread(self._save_final, record)
+                out.append(pod_status(name, namespace, uid, containers, record.job_id, info, container_files, job_error))
+        return out
+
+    def _read_all(self, asked: Sequence[tuple[str, str, str, PodRecord | None, list[SpecContainer]]]
+                  ) -> list[tuple[dict[str, ContainerFiles], str]]:
+        out: list[tuple[dict[str, ContainerFiles], str]] = []
+        for _ns, _name, _uid, record, containers in asked:
+            if record is None or not record.job_id:
+                out.append(({}, ""))
+                continue
+            if not containers:  # a status request without a spec: use the pod as created
+                containers[:] = spec_containers(disk.read_pod(record.pod_dir) or {})
+            out.append(read_files(record.pod_dir, containers))
+        return out
+
+    def _save_final(self, record: PodRecord) -> None:
+        try:
+            disk.write_json(record.pod_dir, disk.FINAL_STATE_FILE, record.final, 0o644)
+        except OSError as e:
+            log.warning("pod %s: cannot save the final job state: %s", record.uid, e)
+
+    # --- ping / system info -----------------------------------------------------------------------
+    async def ping(self) -> PingResponse:
+        try:
+            nodes = [n for n in await self.cli.sinfo() if usable(n)]
+        except (TimeoutError, SlurmCommandError, ParseError) as e:
+            raise TransientPluginError(f"ping: {e}", status=503) from None
+        gpus = sum(n.gpus for n in nodes)
+        resources = PingResources(
+            cpu=str(sum(n.cpus for n in nodes)), memory=f"{sum(n.memory_mib for n in nodes)}Mi",
+            pods=str(self.config.pods_capacity),
+            accelerators=(Accelerator(self.config.gpu_resource_name, str(gpus)),) if gpus else None)
+        taints = None if self.config.taints is None else tuple(Taint(t.key, t.value, t.effect) for t in self.config.taints)
+        return PingResponse(status="ok", resources=resources, taints=taints)
+
+    async def system_info(self) -> Mapping[str, Any]:
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        try:
+            summary = await self.cli.sinfo_summary()
+        except (TimeoutError, SlurmCommandError) as e:
+            return {"status": "error", "timestamp": now, "slurm_connected": False, "sinfo_output": "", "error": str(e)}
+        return {"status": "ok", "timestamp": now, "slurm_connected": True, "sinfo_output": summary, "error": "",
+                "pods": sum(1 for r in self.store.records() if r.deleted_at is None),
+                "slurm_calls": dict(self.cli.calls)}
+
+    # --- logs -------------------------------------------------------------------------------------
+    async def _container_kind(self, record: PodRecord, container: str) -> str:
+        pod = await asyncio.to_thread(disk.read_pod, record.pod_dir)
+        if pod is not None:
+            for c in spec_containers(pod):
+                if c.name == container:
+                    return c.kind
+            raise PermanentPluginError(f"container {container!r} is not in pod {record.namespace}/{record.name}", status=404)
+        # a pod directory written by the Go plugin: find the container by its files
+        for kind in ("run", "init"):
+            if await asyncio.to_thread((record.pod_dir / f"{kind}-{container}.out").exists):
+                return kind
+        return "run"
+
+    async def logs(self, request: LogStruct) -> AsyncIterator[bytes]:
+        record = self.store.get(request.pod_uid)
+        if record is None:
+            raise PodNotFound(f"pod {request.namespace}/{request.pod_name} ({request.pod_uid}) is not known to this plugin", status=404)
+        kind = await self._container_kind(record, request.container_name)
+        if request.opts.previous:
+            return  # containers are never restarted: there is no previous instance
+        files = files_for(record.pod_dir, kind, request.container_name)
+        if not request.opts.follow:
+            yield await asyncio.to_thread(snapshot, files, request.opts, datetime.now(UTC))
+            return
+
+        async def job_over() -> bool:
+            if record.deleted_at is not None:
+                return True
+            if not record.job_id:
+                return False
+            try:
+                info = (await self.poller.get([record.job_id]))[record.job_id]
+            except (TimeoutError, SlurmCommandError):
+                return False
+            return info is None or info.state.phase is Phase.FINISHED
+
+        async for chunk in follow(files, request.opts, job_over, self.config.log_poll_seconds):
+            yield chunk
+
+    # --- exec -------------------------------------------------------------------------------------
+    async def exec(self, request: ExecRequest, session: ServerExecSession) -> int:
+        ref = f"pod {request.namespace}/{request.pod_name}"
+        record = self.store.live(request.pod_uid)
+        if record is None or not record.job_id:
+            raise PodNotFound(f"{ref} ({request.pod_uid}) has no running job here")
+        if self.config.container_runtime != "singularity":
+            raise PermanentPluginError(f"exec into {ref}: only supported with ContainerRuntime singularity")
+        templates = await asyncio.to_thread(_read_exec_templates, record.pod_dir)
+        argv = templates.get(request.container)
+        if argv is None:
+            raise PermanentPluginError(f"exec into {ref}: no container {request.container!r} (or the pod was created by another plugin)")
+        try:
+            info = (await self.poller.get([record.job_id]))[record.job_id]
+        except (TimeoutError, SlurmCommandError) as e:
+            raise TransientPluginError(f"exec into {ref}: {e}") from None
+        state = await asyncio.to_thread(_container_files, record.pod_dir, request.container)
+        if info is None or info.state.phase is not Phase.RUNNING or state.started is None or state.exit_code is not None:
+            raise PermanentPluginError(f"exec into {ref}: container {request.container} is not running")
+        return await run_exec(self.cli, record.job_id, [*argv, *request.command], session)
+
+
+def _container_files(pod_dir: Path, container: str) -> ContainerFiles:
+    spec = [c for c in spec_containers(disk.read_pod(pod_dir) or {}) if c.name == container]
+    files, _ = read_files(pod_dir, spec)
+    return files.get(container, ContainerFiles())
+
+
+def _read_exec_templates(pod_dir: Path) -> dict[str, list[str]]:
+    import json
+
+    try:
+        data = json.loads((pod_dir / EXEC_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return {str(k): [str(w) for w in v] for k, v in data.items() if isinstance(v, list)} if isinstance(data, dict) else {}
+
+
+__all__ = ["JobInfo", "SlurmPlugin"]
