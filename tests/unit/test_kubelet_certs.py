@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
@@ -52,7 +53,8 @@ def test_identity_without_any_san_is_refused() -> None:
 
 def test_approver_check_accepts_only_this_nodes_well_formed_csrs() -> None:
     pem = certs.build_csr(certs.generate_key(), IDENTITY)
-    assert certs.serving_csr_problems(pem, "gpu-node", ["10.1.2.3"]) == []
+    assert certs.serving_csr_problems(pem, "gpu-node", ["10.1.2.3"], ["gpu-node.example"]) == []
+    assert any("gpu-node.example" in p for p in certs.serving_csr_problems(pem, "gpu-node", ["10.1.2.3"]))
     assert any("system:node:other" in p for p in certs.serving_csr_problems(pem, "other", ["10.1.2.3"]))
     assert any("10.1.2.3" in p for p in certs.serving_csr_problems(pem, "gpu-node", ["10.9.9.9"]))
     assert certs.serving_csr_problems(b"garbage", "gpu-node", [])[0].startswith("not a PEM")
@@ -84,3 +86,85 @@ def test_renewal_is_due_at_80_percent_of_the_lifetime() -> None:
     assert certs.renewal_time(cert) == expected
     assert not certs.needs_renewal(cert, expected - dt.timedelta(seconds=1))
     assert certs.needs_renewal(cert, expected)
+
+
+def hand_made_csr(
+    *,
+    subject: list[x509.NameAttribute] | None = None,
+    sans: list[x509.GeneralName] | None = None,
+    ca: bool | None = None,
+) -> bytes:
+    """A CSR built outside vnode's builder, to feed the approver check what others might send."""
+    key = certs.generate_key()
+    builder = x509.CertificateSigningRequestBuilder().subject_name(x509.Name(subject or [
+        x509.NameAttribute(NameOID.ORGANIZATION_NAME, "system:nodes"),
+        x509.NameAttribute(NameOID.COMMON_NAME, "system:node:gpu-node"),
+    ]))
+    if sans is not None:
+        builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+    if ca is not None:
+        builder = builder.add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+    return builder.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
+
+
+IP_SAN = x509.IPAddress(ipaddress.ip_address("10.1.2.3"))
+
+
+@pytest.mark.parametrize(
+    ("csr", "problem"),
+    [
+        (lambda: hand_made_csr(sans=[IP_SAN], ca=True), "CA certificate"),
+        (lambda: hand_made_csr(sans=[IP_SAN, x509.RFC822Name("a@b.example")]), "email, URI"),
+        (lambda: hand_made_csr(sans=[IP_SAN, x509.UniformResourceIdentifier("spiffe://x/y")]), "email, URI"),
+        (lambda: hand_made_csr(sans=[IP_SAN, x509.IPAddress(ipaddress.ip_address("10.0.0.1"))]), "10.0.0.1"),
+        (lambda: hand_made_csr(sans=[IP_SAN, x509.DNSName("kubernetes.default.svc")]), "kubernetes.default.svc"),
+        (lambda: hand_made_csr(), "no subjectAltName"),
+        (lambda: hand_made_csr(sans=[IP_SAN], subject=[
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "system:masters"),
+            x509.NameAttribute(NameOID.COMMON_NAME, "system:node:gpu-node")]), "system:masters"),
+        (lambda: hand_made_csr(sans=[IP_SAN], subject=[
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "system:nodes"),
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "system:masters"),
+            x509.NameAttribute(NameOID.COMMON_NAME, "system:node:gpu-node")]), "is not [system:nodes]"),
+        (lambda: hand_made_csr(sans=[IP_SAN], subject=[
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "system:nodes"),
+            x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, "extra"),
+            x509.NameAttribute(NameOID.COMMON_NAME, "system:node:gpu-node")]), "besides CN and O"),
+    ],
+)
+def test_approver_check_refuses_csrs_asking_for_more_than_the_node_needs(csr, problem: str) -> None:  # type: ignore[no-untyped-def]
+    problems = certs.serving_csr_problems(csr(), "gpu-node", ["10.1.2.3"], ["gpu-node"])
+    assert any(problem in p for p in problems), problems
+
+
+def test_approver_check_accepts_a_non_ca_basic_constraints_extension() -> None:
+    assert certs.serving_csr_problems(hand_made_csr(sans=[IP_SAN], ca=False), "gpu-node", ["10.1.2.3"]) == []
+
+
+def test_generated_name_manifest_lets_the_apiserver_pick_the_suffix() -> None:
+    pem = certs.build_csr(certs.generate_key(), IDENTITY)
+    manifest = certs.csr_manifest("vnode-gpu-node-", pem, generate_name=True, signer="example.com/issuer")
+    assert manifest["metadata"] == {"generateName": "vnode-gpu-node-"}
+    assert manifest["spec"]["signerName"] == "example.com/issuer"  # type: ignore[index]
+
+
+def test_combined_file_holds_chain_and_key_and_serves_tls(tmp_path: Path) -> None:
+    key = certs.generate_key()
+    cert = certs.self_signed(key, IDENTITY)
+    path = tmp_path / "sub" / "kubelet-server-current.pem"
+    certs.write_combined(certs.pem(cert), key, path)
+    assert path.stat().st_mode & 0o777 == 0o600
+    loaded, _ = certs.load_pair(path, path)
+    assert loaded == cert
+    ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(str(path), str(path))
+    assert [p.name for p in path.parent.iterdir()] == ["kubelet-server-current.pem"]  # no temp file left
+
+
+def test_identity_check_spots_a_changed_address_or_name() -> None:
+    cert = certs.self_signed(certs.generate_key(), IDENTITY)
+    assert certs.identity_problems(cert, IDENTITY) == []
+    moved = certs.ServingIdentity("gpu-node", ("10.1.2.4",), ("gpu-node.example",))
+    assert any("10.1.2.4" in p for p in certs.identity_problems(cert, moved))
+    renamed = certs.ServingIdentity("cpu-node", ("10.1.2.3",), ("gpu-node.example",))
+    assert any("system:node:cpu-node" in p for p in certs.identity_problems(cert, renamed))
+    assert certs.identity_problems(cert, certs.ServingIdentity("gpu-node", ("10.1.2.3",))) != []

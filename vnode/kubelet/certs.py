@@ -94,11 +94,20 @@ def build_csr(key: PrivateKey, identity: ServingIdentity) -> bytes:
     return csr.public_bytes(serialization.Encoding.PEM)
 
 
-def csr_manifest(name: str, csr_pem: bytes, *, expiration_seconds: int | None = None) -> dict[str, object]:
-    """The ``certificates.k8s.io/v1`` CertificateSigningRequest object to create."""
+def csr_manifest(
+    name: str,
+    csr_pem: bytes,
+    *,
+    expiration_seconds: int | None = None,
+    signer: str = SIGNER,
+    generate_name: bool = False,
+) -> dict[str, object]:
+    """The ``certificates.k8s.io/v1`` CertificateSigningRequest object to create. With
+    ``generate_name`` the apiserver appends a random suffix to ``name`` (a new name per request,
+    so a restart never collides with a CSR still being cleaned up)."""
     spec: dict[str, object] = {
         "request": base64.b64encode(csr_pem).decode("ascii"),
-        "signerName": SIGNER,
+        "signerName": signer,
         "usages": list(USAGES),
     }
     if expiration_seconds is not None:
@@ -106,16 +115,22 @@ def csr_manifest(name: str, csr_pem: bytes, *, expiration_seconds: int | None = 
     return {
         "apiVersion": "certificates.k8s.io/v1",
         "kind": "CertificateSigningRequest",
-        "metadata": {"name": name},
+        "metadata": {"generateName": name} if generate_name else {"name": name},
         "spec": spec,
     }
 
 
-def serving_csr_problems(csr_pem: bytes, node_name: str, allowed_ips: Sequence[str]) -> list[str]:
+def serving_csr_problems(
+    csr_pem: bytes,
+    node_name: str,
+    allowed_ips: Sequence[str],
+    allowed_dns: Sequence[str] = (),
+) -> list[str]:
     """Why a CSR is not a well-formed serving CSR for ``node_name`` (empty: it is).
 
-    For an opt-in approver that signs only its own node's requests: subject, SANs limited to
-    the node's addresses, no email/URI SANs, a valid self-signature.
+    For an opt-in approver that signs only its own node's requests: subject exactly
+    ``CN=system:node:<node>, O=system:nodes``, SANs only the node's addresses and DNS names, no
+    email/URI SANs, no CA bit, a valid self-signature.
     """
     problems: list[str] = []
     try:
@@ -130,6 +145,17 @@ def serving_csr_problems(csr_pem: bytes, node_name: str, allowed_ips: Sequence[s
         problems.append(f"subject CN {cns} is not system:node:{node_name}")
     if orgs != [NODE_GROUP]:
         problems.append(f"subject O {orgs} is not [{NODE_GROUP}]")
+    other = [a.oid.dotted_string for a in csr.subject
+             if a.oid not in (NameOID.COMMON_NAME, NameOID.ORGANIZATION_NAME)]
+    if other:
+        problems.append(f"subject has attributes besides CN and O: {other}")
+    try:
+        constraints = csr.extensions.get_extension_for_class(x509.BasicConstraints).value
+    except x509.ExtensionNotFound:
+        pass
+    else:
+        if constraints.ca:
+            problems.append("requests a CA certificate")
     try:
         san = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
@@ -138,13 +164,14 @@ def serving_csr_problems(csr_pem: bytes, node_name: str, allowed_ips: Sequence[s
     dns = san.get_values_for_type(x509.DNSName)
     if not ips and not dns:
         problems.append("no IP or DNS SAN")
-    if san.get_values_for_type(x509.RFC822Name) or san.get_values_for_type(
-        x509.UniformResourceIdentifier
-    ):
-        problems.append("email or URI SANs are forbidden")
+    if len(san) != len(ips) + len(dns):
+        problems.append("SANs other than IP addresses and DNS names (email, URI, ...) are forbidden")
     stray = sorted(set(ips) - {str(ipaddress.ip_address(a)) for a in allowed_ips})
     if stray:
         problems.append(f"IP SANs {stray} are not addresses of node {node_name}")
+    stray_dns = sorted(set(dns) - set(allowed_dns))
+    if stray_dns:
+        problems.append(f"DNS SANs {stray_dns} are not names of node {node_name}")
     return problems
 
 
@@ -186,6 +213,22 @@ def write_pair(cert: x509.Certificate | bytes, key: PrivateKeyTypes, cert_path: 
     _atomic_write(cert_path, cert_pem, 0o644)
 
 
+def write_combined(chain_pem: bytes, key: PrivateKeyTypes, path: Path) -> None:
+    """Certificate chain and key in one PEM file (0600), replaced in one atomic rename, so a
+    reader never sees a certificate with another certificate's key. Load it with
+    ``load_pair(path, path)`` or ``ServingTLS(path, path, ...)``."""
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    _atomic_write(path, chain_pem.rstrip(b"\n") + b"\n" + key_pem, 0o600)
+
+
+def pem(cert: x509.Certificate) -> bytes:
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
 def _atomic_write(path: Path, data: bytes, mode: int) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
@@ -218,3 +261,23 @@ def renewal_time(cert: x509.Certificate, fraction: float = RENEW_FRACTION) -> dt
 def needs_renewal(cert: x509.Certificate, now: dt.datetime | None = None) -> bool:
     now = now or dt.datetime.now(dt.UTC)
     return now >= renewal_time(cert)
+
+
+def identity_problems(cert: x509.Certificate, identity: ServingIdentity) -> list[str]:
+    """Why ``cert`` does not serve ``identity`` (empty: it does): subject CN/O and exactly the
+    identity's IP and DNS SANs. A node whose InternalIP changed needs a new certificate."""
+    problems: list[str] = []
+    cns = [a.value for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
+    if cns != [identity.common_name]:
+        problems.append(f"CN {cns} is not {identity.common_name}")
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return [*problems, "no subjectAltName"]
+    ips = {str(ip) for ip in san.get_values_for_type(x509.IPAddress)}
+    want_ips = {str(ipaddress.ip_address(a)) for a in identity.ip_addresses}
+    if ips != want_ips:
+        problems.append(f"IP SANs {sorted(ips)} are not {sorted(want_ips)}")
+    if set(san.get_values_for_type(x509.DNSName)) != set(identity.dns_names):
+        problems.append(f"DNS SANs are not {sorted(identity.dns_names)}")
+    return problems
