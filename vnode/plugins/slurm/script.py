@@ -267,7 +267,8 @@ def build_job_sh(config: SlurmConfig, pod: Pod, pod_dir: str, plan: VolumePlan) 
         "####",
         "vnode_stopping=",
         "trap 'vnode_stopping=1' TERM INT",
-        f"rm -f -- {' '.join(quote(pod_dir + '/' + n) for n in _state_files(pod))}",
+        # state of a previous run of this job (SLURM requeued it); names are DNS labels, safe unquoted
+        "rm -f -- " + " ".join(f'"$workingPath"/{n}' for n in _state_files(pod)),
         ('printf \'%s vnode: pod %s starts in SLURM job %s on %s\\n\' "$(vnode_now)" '
          f'{quote(f"{pod.namespace}/{pod.name} (uid {pod.uid})")} "${{SLURM_JOB_ID:-?}}" "$(hostname)"'),
         'vnode_setup || exit 1',
