@@ -48,10 +48,28 @@ def all_components(layout: Layout) -> dict[str, Component]:
 
 @contextmanager
 def _locked(layout: Layout):
+    """One up/down at a time on this machine (parallel pytest sessions, a dev shell). Machine-wide,
+    not per state dir: ports, /etc/slurm and the munge socket exist once per machine."""
     layout.state.mkdir(parents=True, exist_ok=True)
     with open(layout.lock_file, "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)  # one up/down at a time (parallel pytest sessions, a dev shell)
+        fcntl.flock(f, fcntl.LOCK_EX)
         yield
+
+
+def _preflight(comps: dict[str, Component]) -> None:
+    """Refuse to touch machine-wide config while daemons we did not start hold our ports or socket
+    (another testbed state dir, a distro service): fail naming the component instead."""
+    for c in comps.values():
+        if c.running() is None and c.port is not None and procs.port_open(c.port):
+            raise ComponentError(
+                c.name,
+                f"port 127.0.0.1:{c.port} is already in use by a process this testbed did not start "
+                f"(see `ss -ltnp 'sport = :{c.port}'`); stop it first",
+                None,
+            )
+    munge = comps["munged"]
+    if munge.running() is None and munge.probe() is None:
+        raise ComponentError("munged", f"a munged this testbed did not start already serves {slurm.MUNGE_SOCKET}", None)
 
 
 def _saved_info() -> dict:
@@ -105,18 +123,30 @@ def info(layout: Layout) -> dict:
     }
 
 
+def _journal(layout: Layout, what: str) -> None:
+    """One line per up/down in logs/testbed.log, naming who asked: several sessions share a testbed."""
+    parent = procs.cmdline(os.getppid())[:200]
+    layout.log_dir.mkdir(parents=True, exist_ok=True)
+    with open(layout.log_dir / "testbed.log", "a") as f:
+        f.write(
+            f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {what} pid={os.getpid()} parent={os.getppid()} [{parent}] cache={layout.cache}\n"
+        )
+
+
 def up(layout: Layout) -> None:
     if os.geteuid() != 0:
         raise SystemExit("testbed: `up` must run as root (munge, MariaDB and SLURM daemons)")
     t0 = time.monotonic()
     with _locked(layout):
+        _journal(layout, "up")
         if kubebuild.ensure_binaries(layout):
             _say(f"binaries built into {layout.bin_dir}")
         if pki.ensure_pki(layout.pki_dir):
             _say(f"new PKI in {layout.pki_dir}")
         pki.write_kubeconfigs(layout.apiserver_url, layout.pki_dir, layout.kube_dir)
-        slurm.prepare(layout)
         comps = all_components(layout)
+        _preflight(comps)
+        slurm.prepare(layout)
         env = base_env()
 
         def start(name: str, wait: bool = True) -> None:
@@ -146,6 +176,7 @@ def up(layout: Layout) -> None:
 
 def down(layout: Layout, purge: bool) -> None:
     with _locked(layout):
+        _journal(layout, "down --purge" if purge else "down")
         comps = all_components(layout)
         if comps["slurmctld"].running():
             slurm.cancel_all_jobs()

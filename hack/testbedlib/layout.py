@@ -113,7 +113,7 @@ class Layout:
 
     @property
     def lock_file(self) -> Path:
-        return self.state / "lock"
+        return Path("/run/lock/vnode-testbed.lock") if Path("/run/lock").is_dir() else self.state / "lock"
 
     @property
     def apiserver_url(self) -> str:

@@ -38,6 +38,7 @@ NODE_CPUS = 8
 NODE_MEMORY_MB = 16384  # jobs get --mem from pod limits; 16 GiB of 24 leaves room for the rest
 DEF_MEM_PER_CPU_MB = 512  # a job without --mem must not claim the whole node (CR_Core_Memory default)
 MIN_JOB_AGE = 120  # squeue forgets finished jobs after 2 min (default 300); sacct keeps them forever
+MUNGE_SOCKET = MUNGE_SOCKET_DIR / "munge.socket.2"
 DB_NAME = "slurm_acct_db"
 DB_USER = "slurm"
 
@@ -264,7 +265,7 @@ def components(layout: Layout, owner: str) -> dict[str, Component]:
         [
             "/usr/sbin/munged",
             "--foreground",
-            f"--socket={MUNGE_SOCKET_DIR / 'munge.socket.2'}",
+            f"--socket={MUNGE_SOCKET}",
             f"--pid-file={MUNGE_SOCKET_DIR / 'munged.pid'}",
         ],
         command_probe(["/usr/bin/munge", "-n"]),
