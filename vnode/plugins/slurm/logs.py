@@ -89,7 +89,14 @@ def render(lines: list[bytes], stamps: list[str | None], opts: LogOpts, now: dat
 
 
 def split_lines(data: bytes) -> list[bytes]:
-    return data.splitlines(keepends=True) if data else []
+    """Lines ending in a newline (only: a lone carriage return is part of a line, as for the kubelet and the .ts file)."""
+    if not data:
+        return []
+    parts = data.split(b"\n")
+    lines = [p + b"\n" for p in parts[:-1]]
+    if parts[-1]:
+        lines.append(parts[-1])
+    return lines
 
 
 def read_stamps(ts: Path, count: int) -> list[str | None]:
