@@ -15,6 +15,7 @@ import asyncio
 import inspect
 import json
 import os
+import re
 import secrets
 import signal
 import subprocess
@@ -254,8 +255,10 @@ class Testbed:
 
 
 def unique(prefix: str = "t") -> str:
-    """A DNS-1123 label unique to this process and call: `<prefix>-<random hex>`."""
-    return f"{prefix[:40].lower().strip('-')}-{secrets.token_hex(4)}"
+    """A DNS-1123 label unique to this process and call: `<prefix>-<random hex>`; any prefix is
+    sanitised (test ids with brackets, underscores or capitals are fine)."""
+    clean = re.sub(r"[^a-z0-9-]+", "-", prefix.lower()).strip("-")[:40].strip("-") or "t"
+    return f"{clean}-{secrets.token_hex(4)}"
 
 
 # --- fixtures --------------------------------------------------------------------------------------
@@ -288,7 +291,7 @@ def testbed() -> Testbed:
 @pytest.fixture
 def namespace(testbed: Testbed, request: pytest.FixtureRequest) -> Iterator[str]:
     """A fresh namespace named after the test, deleted afterwards without waiting."""
-    name = testbed.create_namespace(request.node.name.replace("_", "-")[:30])
+    name = testbed.create_namespace(request.node.name[:30])
     yield name
     testbed.delete_namespace(name)
 
@@ -387,7 +390,13 @@ def _cmdline(pid: int) -> str:
 
 def _loop_scope(item: pytest.Item) -> str:
     marker = item.get_closest_marker("asyncio")
-    return (marker.kwargs.get("loop_scope") if marker else None) or "function"
+    scope = marker.kwargs.get("loop_scope") if marker else None
+    if not scope:
+        try:
+            scope = item.config.getini("asyncio_default_test_loop_scope")
+        except ValueError:  # pytest-asyncio without that option: tests get a loop of their own
+            scope = None
+    return scope or "function"
 
 
 @pytest.fixture(autouse=True)
