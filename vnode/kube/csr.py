@@ -303,8 +303,9 @@ class CsrRequester:
             obj = await self.api.create(manifest)
             name = _name(obj)
             self.last_created = name
-            log.info("requested a serving certificate for node %s: CSR %s (signer %s)",
-                     self.node_name, name, self.signer)
+            log.info("requested a serving certificate for node %s: CSR %s (signer %s); unless an "
+                     "approver handles it: kubectl certificate approve %s", self.node_name, name,
+                     self.signer, name)
             outcome = await self._wait(obj)
             if isinstance(outcome, bytes):
                 log.info("CSR %s issued: serving certificate for node %s", name, self.node_name)
@@ -317,7 +318,7 @@ class CsrRequester:
     async def _wait(self, obj: dict[str, Any]) -> bytes | str:
         """The issued certificate, or why this CSR will never give one."""
         name = _name(obj)
-        hinted = -PENDING_HINT_SECONDS
+        hinted = self.clock()  # request() just logged how to approve it
         failures = 0
         current: dict[str, Any] | None = obj
         while True:
@@ -330,9 +331,9 @@ class CsrRequester:
                 return f"CSR {name} was {state.kind}: {state.reason}: {state.message}"
             if state.kind == "pending" and self.clock() - hinted >= PENDING_HINT_SECONDS:
                 hinted = self.clock()
-                log.warning("CSR %s for node %s awaits approval: `kubectl certificate approve %s`, "
-                            "or enable vnode's approver (KubeletCSRApprove)", name, self.node_name,
-                            name)
+                log.warning("CSR %s for node %s still awaits approval: `kubectl certificate approve "
+                            "%s`, or enable vnode's approver (KubeletCSRAutoApprove)", name,
+                            self.node_name, name)
             try:
                 current = await self.api.next_version(current)
                 failures = 0
