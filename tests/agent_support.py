@@ -33,7 +33,9 @@ WAIT = 120.0
 
 # Fast loops for tests: statuses and pings every second or less.
 FAST = {"StatusPeriodSeconds": 0.5, "PingPeriodSeconds": 1, "MissingReferenceRetrySeconds": 0.5,
-        "CreateBackoffCapSeconds": 2}
+        "CreateBackoffCapSeconds": 2,
+        # Any free port, so agents of concurrent tests never collide; self-signed serving cert.
+        "KubeletPort": 0, "DisableCSR": True}
 
 
 async def eventually(probe: Callable[[], Awaitable[T | None]], what: str,
@@ -162,7 +164,9 @@ async def running_agent(testbed: Testbed, *, backend: FakeBackend | None = None,
     sockets = short_socket_dir()
     plugin = FakePlugin(backend, f"unix://{sockets}/plugin.sock")
     await plugin.start()
-    settings = settings_from_mapping({"InterlinkURL": plugin.url, **FAST, **(config or {})}, nodename=node,
+    settings = settings_from_mapping({"InterlinkURL": plugin.url, **FAST,
+                                      "KubeletCertDir": str(sockets / "certs"), **(config or {})},
+                                     nodename=node,
                                      env={"KUBECONFIG": str(testbed.kubeconfig), "POD_IP": "127.0.0.1"})
     app = App(settings)
     task = asyncio.ensure_future(app.run(install_signals=False))
@@ -224,7 +228,8 @@ class AgentProcess:
 
 
 def write_config(path: Path, plugin_url: str, **extra: Any) -> Path:
-    path.write_text(yaml.safe_dump({"InterlinkURL": plugin_url, **FAST, **extra}))
+    path.write_text(yaml.safe_dump({"InterlinkURL": plugin_url, **FAST,
+                                    "KubeletCertDir": str(path.parent / "certs"), **extra}))
     return path
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import signal
 from collections.abc import Awaitable, Callable
@@ -30,11 +31,23 @@ from typing import Any
 from plugin_client.client import ClientConfig, PluginClient, Timeouts
 from plugin_client.endpoint import Endpoint, TLSSettings
 from vnode.kube.client import KubeClient
+from vnode.kube.csr import ApprovalPolicy, CsrApi, CsrApprover, CsrRequester, whoami
 from vnode.kube.errors import Forbidden, Invalid, KubeError
 from vnode.kube.events import EventRecorder
 from vnode.kube.informer import Informer
 from vnode.kube.resources import LeaseApi, NodeApi, ObjectApi, PodApi
 from vnode.kube.retry import Backoff
+from vnode.kube.reviews import ApiReviewClient
+from vnode.kubelet import certs
+from vnode.kubelet.auth import RequestAuthority
+from vnode.kubelet.cert_manager import (
+    CertMode,
+    CertPolicy,
+    ServingCertManager,
+    choose_mode,
+)
+from vnode.kubelet.plugin_backends import CachedPods, PluginExec, PluginLogs
+from vnode.kubelet.server import KubeletServer, KubeletServerSettings
 from vnode.node import nodestatus
 from vnode.node.lease_controller import LeaseController
 from vnode.node.ledger import JobLedger
@@ -82,6 +95,8 @@ class Agent:
     pods: PodController
     informer: Informer
     tasks: dict[str, asyncio.Task[Any]] = field(default_factory=dict)
+    kubelet: KubeletServer | None = None
+    certificates: ServingCertManager | None = None
 
 
 class App:
@@ -185,6 +200,8 @@ class App:
         agent = await self.build()
         try:
             self._guard("events", agent.recorder.run())
+            if self.settings.kubelet.enabled:
+                await self._start_kubelet(agent)
             if not await self._start_node(agent.node):
                 return self.exit_code
             self._guard("node", agent.node.run())
@@ -208,6 +225,53 @@ class App:
         finally:
             await self.shutdown()
 
+    async def _start_kubelet(self, agent: Agent) -> None:
+        """The HTTPS kubelet endpoint (logs, exec, attach) before the Node is registered, so the
+        Node advertises the port actually bound (KubeletPort 0 picks a free one)."""
+        s = self.settings
+        certificates = self._certificates(agent)
+        tls = await certificates.start()
+        pods = CachedPods(agent.pods)
+        server = KubeletServer(
+            KubeletServerSettings(node_name=s.node.name, host=s.kubelet.address, port=s.kubelet.port),
+            tls=tls, authority=RequestAuthority(ApiReviewClient(agent.kube), s.node.name),
+            pods=pods, logs=PluginLogs(pods, agent.plugin), execs=PluginExec(agent.plugin))
+        await server.start()
+        agent.kubelet, agent.certificates = server, certificates
+        if server.port != s.kubelet.port:
+            self.settings = dataclasses.replace(
+                s, kubelet=dataclasses.replace(s.kubelet, port=server.port))
+            agent.node.settings = self.settings
+        self._guard("kubelet-certificate", certificates.run())
+        if certificates.policy.mode is CertMode.CSR and s.kubelet.csr_auto_approve:
+            identity = await whoami(agent.kube)
+            approver = CsrApprover(agent.kube, ApprovalPolicy(s.node.name, identity,
+                                                              (s.node.internal_ip,)))
+            self._guard("csr-approver", approver.run())
+
+    def _certificates(self, agent: Agent) -> ServingCertManager:
+        """interLink's precedence: KubeletCertFile/KeyFile, else DisableCSR (self-signed), else
+        a kubelet-serving CSR (self-signed until it is issued)."""
+        k = self.settings.kubelet
+        node = self.settings.node
+        mode = choose_mode(k.cert_file, k.disable_csr)
+        # The CA that signed the apiserver's kubelet-client certificate: the cluster CA, which is
+        # the CA of our own apiserver connection unless configured otherwise.
+        client_ca = k.client_ca_file or agent.kube.configuration.ssl_ca_cert or ""
+        policy = CertPolicy(
+            mode=mode,
+            identity=certs.ServingIdentity(node.name, (node.internal_ip,)),
+            # /tmp like interLink's /tmp/certs: writable for any user; a restart without it just
+            # asks for a new certificate.
+            cert_dir=Path(k.cert_dir or f"/tmp/vnode-certs/{node.name}"),
+            client_ca_file=Path(client_ca) if client_ca else None,
+            cert_file=Path(k.cert_file) if k.cert_file else None,
+            key_file=Path(k.key_file) if k.key_file else None)
+        requester = None
+        if mode is CertMode.CSR:
+            requester = CsrRequester(api=CsrApi(agent.kube), node_name=node.name, signer=k.csr_signer)
+        return ServingCertManager(policy, requester)
+
     async def _start_pods(self, agent: Agent) -> bool:
         backoff = Backoff(base=1.0, factor=2.0, cap=30.0)
         attempt = 0
@@ -226,6 +290,11 @@ class App:
         if agent is None:
             return
         self.stopping.set()
+        if agent.kubelet is not None:
+            with contextlib.suppress(Exception):
+                await agent.kubelet.close()
+        await self._cancel(agent, "kubelet-certificate")
+        await self._cancel(agent, "csr-approver")
         for hook in self._extra_stops:
             with contextlib.suppress(Exception):
                 await hook()

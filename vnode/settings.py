@@ -135,6 +135,15 @@ class KubeletSettings:
     disable_csr: bool = False
     csr_signer: str = "kubernetes.io/kubelet-serving"
     insecure: bool = False
+    # Where generated/issued certificates are kept ("" = /tmp/vnode-certs/<node>).
+    cert_dir: str = ""
+    # Approve our own serving CSR (needs `approve` on the signer; off: an admin approves).
+    csr_auto_approve: bool = False
+    # CA that signs the apiserver's kubelet-client certificate ("" = the CA of the apiserver
+    # connection: the kubeconfig's, or the service account's ca.crt in-cluster).
+    client_ca_file: str = ""
+    # Serve the kubelet endpoint at all (off: no kubectl logs/exec, e.g. for a plugin without them).
+    enabled: bool = True
 
 
 @dataclass(frozen=True)
@@ -546,7 +555,8 @@ def settings_from_mapping(data: Mapping[str, Any], *, nodename: str | None = Non
     port_text = env.get("KUBELET_PORT") or top.string("KubeletPort")
     port = KubeletSettings.port
     if port_text:
-        if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        # 0 = any free port (tests); the Node then advertises the port actually bound.
+        if not port_text.isdigit() or not 0 <= int(port_text) < 65536:
             raise ConfigError("KUBELET_PORT" if env.get("KUBELET_PORT") else "KubeletPort",
                               f"{port_text!r} is not a TCP port number")
         port = int(port_text)
@@ -560,7 +570,16 @@ def settings_from_mapping(data: Mapping[str, Any], *, nodename: str | None = Non
         disable_csr=top.boolean("DisableCSR"),
         csr_signer=top.string("KubeletCSRSignerName") or KubeletSettings.csr_signer,
         insecure=kubelet_http.boolean("Insecure"),
+        cert_dir=top.string("KubeletCertDir"),
+        csr_auto_approve=top.boolean("KubeletCSRAutoApprove"),
+        client_ca_file=top.string("KubeletClientCAFile"),
+        enabled=top.boolean("KubeletEnabled", True),
     )
+    if kubelet.client_ca_file and not Path(kubelet.client_ca_file).exists():
+        raise ConfigError("KubeletClientCAFile", f"file {kubelet.client_ca_file} does not exist")
+    for key, file in (("KubeletCertFile", cert_file), ("KubeletKeyFile", key_file)):
+        if file and not Path(file).exists():
+            raise ConfigError(key, f"file {file} does not exist")
 
     # --- apiserver client
     api_port = top.string("KubernetesApiPort")

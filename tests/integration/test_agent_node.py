@@ -41,7 +41,8 @@ async def test_node_registers_with_interlink_labels_taint_capacity_and_turns_rea
             assert status[key]["cpu"] == "64" and status[key]["memory"] == "256Gi"
             assert status[key]["pods"] == "500" and status[key]["nvidia.com/gpu"] == "4"
         assert {"type": "InternalIP", "address": "127.0.0.1"} in status["addresses"]
-        assert status["daemonEndpoints"]["kubeletEndpoint"]["Port"] == 10250
+        assert agent.app.agent is not None and agent.app.agent.kubelet is not None
+        assert status["daemonEndpoints"]["kubeletEndpoint"]["Port"] == agent.app.agent.kubelet.port
         assert status["nodeInfo"]["kubeletVersion"].endswith("-vnode")
         conditions = {c["type"]: c["status"] for c in status["conditions"]}
         assert conditions["Ready"] == "True"
