@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from plugin_client.errors import PermanentPluginError
+from plugin_client.errors import PermanentPluginError, TransientPluginError
 from tests.agent_support import (
     events_for,
     eventually,
@@ -267,3 +267,22 @@ async def test_many_pods_at_once_each_get_exactly_one_create(testbed: Testbed, n
         # one batched status call covers them all
         assert any(len(call.uids) == len(names) for call in agent.backend.calls_of("status"))
         await asyncio.sleep(0)
+
+
+async def test_transient_submit_failures_retry_and_repeat_as_one_counted_event(
+        testbed: Testbed, ns: str) -> None:
+    async with running_agent(testbed) as agent:
+        agent.backend.fail("create", TransientPluginError("slurmctld not responding", op="create"),
+                           times=3)
+        await kapply(testbed, pod_manifest("patient", ns, agent.node))
+        uid = await pod_uid(testbed, ns, "patient")
+        await wait_phase(testbed, ns, "patient", "Running")
+        assert len(agent.backend.calls_of("create", uid)) == 4
+        assert agent.backend.create_count(uid) == 4  # calls; only the last one created a job
+        assert list(agent.backend.pods) == [uid]
+
+        async def counted() -> dict[str, Any] | None:
+            failed = [e for e in await events_for(testbed, ns, uid) if e["reason"] == "SubmitFailed"]
+            return failed[0] if len(failed) == 1 and failed[0].get("count", 0) == 3 else None
+        event = await eventually(counted, "one SubmitFailed event counted 3 times")
+        assert "will retry" in event["message"] and "slurmctld not responding" in event["message"]

@@ -422,7 +422,8 @@ class PodController:
         if expires and _seconds_until(expires) < 7 * 24 * 3600:
             # interLink's plugin API has no call to replace a file in a running job, so the
             # token cannot be refreshed remotely; say so where the user looks.
-            self.recorder.emit(pod, WARNING, "TokenNotRotated",
+            # Normal, not Warning: most batch jobs never call the apiserver.
+            self.recorder.emit(pod, NORMAL, "TokenNotRotated",
                                f"service-account token for {sa} expires at {expires}; remote jobs "
                                "cannot receive refreshed tokens (the plugin API has no update call)")
         return str(status.get("token", ""))
