@@ -104,6 +104,7 @@ class KubeletServer:
         self._execs = execs
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
+        self._closing = False
 
     @property
     def port(self) -> int:
@@ -117,6 +118,7 @@ class KubeletServer:
         log.info("kubelet endpoint listening on %s:%d", self.settings.host, self.port)
 
     async def close(self) -> None:
+        self._closing = True
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
@@ -137,6 +139,18 @@ class KubeletServer:
         task = asyncio.current_task()
         assert task is not None
         self._connections.add(task)
+        try:
+            await self._connection(task, reader, writer)
+        except asyncio.CancelledError:
+            # close() cancels open connections. Ending cancelled would make Python 3.11's
+            # start_server callback log a bogus "Unhandled exception in client_connected_cb"
+            # (it calls task.exception() on a cancelled task); this task is ours to end.
+            if not self._closing:
+                raise
+
+    async def _connection(
+        self, task: asyncio.Task[None], reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
         try:
             # TLS is started per connection so that a rotated certificate applies to new ones.
             await writer.start_tls(self._tls.context(), ssl_handshake_timeout=HANDSHAKE_TIMEOUT)
