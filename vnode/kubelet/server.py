@@ -105,16 +105,19 @@ class KubeletServer:
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
         self._closing = False
+        self._port: int | None = None
 
     @property
     def port(self) -> int:
-        assert self._server is not None and self._server.sockets
-        return int(self._server.sockets[0].getsockname()[1])
+        """The bound port (the ephemeral one when settings.port is 0); known after start()."""
+        assert self._port is not None, "start() first"
+        return self._port
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(
             self._on_connection, self.settings.host, self.settings.port
         )
+        self._port = int(self._server.sockets[0].getsockname()[1])
         log.info("kubelet endpoint listening on %s:%d", self.settings.host, self.port)
 
     async def close(self) -> None:
