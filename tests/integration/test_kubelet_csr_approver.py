@@ -9,13 +9,14 @@ the cluster CA for the node's IP, as `kube-apiserver --kubelet-certificate-autho
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import re
 import shutil
 import ssl
 import tempfile
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,8 +29,10 @@ from plugin_client.client import ClientConfig, PluginClient
 from plugin_client.endpoint import Endpoint
 from tests.conftest import REPO, Testbed, unique
 from tests.fakeplugin import FakeBackend, FakePlugin
+from vnode.kube import csr as csr_module
 from vnode.kube.client import KubeClient
 from vnode.kube.csr import APPROVAL_REASON
+from vnode.kube.retry import Backoff
 from vnode.kubelet import certs
 from vnode.kubelet.cert_manager import CertMode
 from vnode.kubelet.endpoint import (
@@ -104,34 +107,46 @@ class Running:
 
 
 @pytest.fixture
-async def running(testbed: Testbed, agent_identity: Agent, unique_name: Callable[[str], str],
-                  tmp_path: Path) -> AsyncIterator[Running]:
-    node = unique_name("vnode-approve")
-    sockets = Path(tempfile.mkdtemp(prefix="kca-", dir="/tmp"))
-    backend = FakeBackend()
-    kube = await KubeClient.connect(str(agent_identity.kubeconfig))
+async def start(testbed: Testbed, agent_identity: Agent, unique_name: Callable[[str], str],
+                tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[Running]]]:
+    """Starts the endpoint in CSR mode as the agent's ServiceAccount; cleans up after the test."""
+    stack = contextlib.AsyncExitStack()
+    nodes: list[str] = []
+
+    async def run(*, approve: bool = True, node: str | None = None) -> Running:
+        node = node or unique_name("vnode-approve")
+        nodes.append(node)
+        sockets = Path(tempfile.mkdtemp(prefix="kca-", dir="/tmp"))
+        stack.callback(shutil.rmtree, sockets, ignore_errors=True)
+        backend = FakeBackend()
+        kube = await KubeClient.connect(str(agent_identity.kubeconfig))
+        stack.push_async_callback(kube.close)
+        plugin = await stack.enter_async_context(FakePlugin(backend, f"unix://{sockets}/plugin.sock"))
+        client = await stack.enter_async_context(PluginClient(ClientConfig(endpoint=Endpoint.parse(plugin.url))))
+        settings = settings_from_mapping({"InterlinkURL": plugin.url, "KubeletPort": 0},
+                                         nodename=node, env={"POD_IP": "127.0.0.1"})
+        settings = dataclasses.replace(settings, kubelet=dataclasses.replace(settings.kubelet,
+                                                                             address="127.0.0.1"))
+        options = EndpointOptions(approve_own_csr=approve, cert_dir=tmp_path / node,
+                                  csr_expiration_seconds=LIFETIME)
+        endpoint = await start_kubelet_endpoint(settings, kube, _NoPods(), client, options)
+        stack.push_async_callback(endpoint.close)
+        return Running(node, endpoint, kube, backend)
+
     try:
-        async with FakePlugin(backend, f"unix://{sockets}/plugin.sock") as plugin, \
-                PluginClient(ClientConfig(endpoint=Endpoint.parse(plugin.url))) as client:
-            settings = settings_from_mapping({"InterlinkURL": plugin.url, "KubeletPort": 0},
-                                             nodename=node, env={"POD_IP": "127.0.0.1"})
-            settings = dataclasses.replace(settings, kubelet=dataclasses.replace(settings.kubelet,
-                                                                                 address="127.0.0.1"))
-            options = EndpointOptions(approve_own_csr=True, cert_dir=tmp_path / "certs",
-                                      csr_expiration_seconds=LIFETIME)
-            endpoint = await start_kubelet_endpoint(settings, kube, _NoPods(), client, options)
-            try:
-                yield Running(node, endpoint, kube, backend)
-            finally:
-                await endpoint.close()
+        yield run
     finally:
-        await kube.close()
-        shutil.rmtree(sockets, ignore_errors=True)
+        await stack.aclose()
         done = await testbed.akubectl("get", "csr", "-o", "json")
         ours = [c["metadata"]["name"] for c in json.loads(done.stdout)["items"]
-                if c["metadata"]["name"].startswith((f"vnode-serving-{node}", node))]
+                if c["metadata"]["name"].startswith(tuple(f"vnode-serving-{n}" for n in nodes) + tuple(nodes))]
         for name in ours:
             await testbed.akubectl("delete", "csr", name, "--ignore-not-found", "--wait=false", check=False)
+
+
+@pytest.fixture
+async def running(start: Callable[..., Awaitable[Running]]) -> Running:
+    return await start(approve=True)
 
 
 class _NoPods:
@@ -233,3 +248,33 @@ async def test_csrs_for_other_nodes_extra_sans_or_other_requesters_are_left_alon
         obj = await csr(testbed, name)
         assert not (obj.get("status") or {}).get("conditions"), obj["status"]
         assert not (obj.get("status") or {}).get("certificate")
+
+
+async def test_without_the_approver_a_denied_csr_is_replaced_and_a_manual_approval_is_served(
+    testbed: Testbed, start: Callable[..., Awaitable[Running]], unique_name: Callable[[str], str],
+    agent_identity: Agent, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(csr_module, "RECREATE_BACKOFF", Backoff(base=0.2, factor=1.0, cap=0.2))
+    node = unique_name("vnode-manual")
+    # A pending CSR left behind by an earlier run of this agent: cleaned up at start.
+    leftover = f"vnode-serving-{node}-old"
+    kube = await KubeClient.connect(str(agent_identity.kubeconfig))
+    try:
+        await kube.post("/apis/certificates.k8s.io/v1/certificatesigningrequests", certs.csr_manifest(
+            leftover, certs.build_csr(certs.generate_key(), certs.ServingIdentity(node, ("127.0.0.1",)))))
+    finally:
+        await kube.close()
+    running = await start(approve=False, node=node)
+    requester = running.endpoint.requester
+    assert requester is not None and running.endpoint.approver is None
+    first = await until(lambda: requester.last_created, "the first CSR")
+    assert (await testbed.akubectl("get", "csr", leftover, check=False)).returncode != 0
+
+    await testbed.akubectl("certificate", "deny", first)
+    second = await until(lambda: requester.last_created != first and requester.last_created,
+                         "a new CSR after the denial")
+    assert running.endpoint.certificates.source == "bootstrap"  # still self-signed meanwhile
+    await testbed.akubectl("certificate", "approve", second)
+    await until(lambda: running.endpoint.certificates.source == "csr", "the approved certificate")
+    ca = x509.load_pem_x509_certificate(testbed.ca_cert.read_bytes())
+    assert (await served_certificate(testbed, running.endpoint.port)).issuer == ca.subject
