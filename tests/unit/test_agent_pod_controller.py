@@ -496,3 +496,23 @@ async def test_pods_finished_before_the_agent_started_are_left_alone(h: Harness)
     h.ctrl.on_pod_event(ADDED, copy.deepcopy(h.pod("u1")))
     await h.start()
     assert h.backend.calls == []
+
+
+async def test_an_event_during_a_backoff_does_not_lose_the_retry() -> None:
+    h = Harness(MissingReferenceRetrySeconds=0.2)
+    try:
+        await h.start()
+        pod = make_pod("u1")
+        pod["spec"]["containers"][0]["envFrom"] = [{"configMapRef": {"name": "later"}}]
+        h.api.add_pod(pod)
+        await asyncio.sleep(0.05)  # first attempt done, retry timer pending
+        assert "Failed" in h.recorder.reasons("u1")
+        h.ctrl.on_pod_event(MODIFIED, copy.deepcopy(h.pod("u1")))  # e.g. someone adds a label
+        h.api.configmaps[("ns", "later")] = {"metadata": {"name": "later"}, "data": {"A": "1"}}
+        for _ in range(200):
+            if h.backend.calls_of("create"):
+                break
+            await asyncio.sleep(0.02)
+        assert h.backend.create_count("u1") == 1
+    finally:
+        await h.close()

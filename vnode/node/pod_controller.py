@@ -212,8 +212,12 @@ class PodController:
             await self._delete_remote(rec)
             await self.pods.delete_now(_ns(pod), _name(pod), rec.uid)
             return
-        if self.clock() < rec.not_before:
-            return  # an echo of our own write during a backoff; the timer will come back
+        now = self.clock()
+        if now < rec.not_before:
+            # An event (often the echo of our own status write) arrived during a backoff. Queueing
+            # the key replaced its retry timer, so set it again; the retry itself stays put.
+            self.queue.add_after(rec.uid, rec.not_before - now)
+            return
         if rec.failed:
             return
         if not rec.submitted:
