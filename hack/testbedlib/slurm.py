@@ -53,6 +53,9 @@ ClusterName={CLUSTER}
 SlurmctldHost={NODE}
 SlurmctldPort={SLURMCTLD_PORT}
 SlurmdPort={SLURMD_PORT}
+# slurmctld and slurmd bind the node's address (127.0.0.1), not every interface. slurmdbd has no
+# such option and listens on all interfaces (port {SLURMDBD_PORT}).
+CommunicationParameters=NoCtldInAddrAny,NoInAddrAny
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
