@@ -12,7 +12,7 @@ import trustme
 from kubernetes_asyncio.client.configuration import Configuration
 
 from vnode.kube.client import KubeClient
-from vnode.kube.retry import Backoff
+from vnode.kube.retry import Backoff, RetryPolicy
 from vnode.kubelet import endpoint as endpoint_module
 from vnode.kubelet.cert_manager import SELF_SIGNED_FILE, CertMode
 from vnode.kubelet.endpoint import (
@@ -42,7 +42,7 @@ class NoPlugin:
 def unreachable_apiserver() -> KubeClient:
     config = Configuration()
     config.host = "https://127.0.0.1:9"  # nothing listens: a call would fail loudly
-    return KubeClient(config)
+    return KubeClient(config, retry=RetryPolicy(attempts=1))
 
 
 async def healthz(port: int, ca: trustme.CA) -> bytes:
@@ -80,6 +80,34 @@ async def test_disable_csr_serves_a_self_signed_certificate_on_the_configured_ad
     assert all(task.done() for task in endpoint.tasks.values())
     with pytest.raises(OSError):
         await asyncio.open_connection("127.0.0.1", endpoint.port)
+
+
+async def test_an_unreachable_apiserver_at_start_still_serves_and_keeps_trying(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(endpoint_module, "SUPERVISOR_BACKOFF", Backoff(base=0.05, factor=1.0, cap=0.05))
+    ca = trustme.CA()
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    settings = settings_from_mapping(
+        {"InterlinkURL": "unix:///tmp/none.sock", "KubeletPort": 0, "KubeletAddress": "127.0.0.1"},
+        nodename="edge-node", env={"POD_IP": "127.0.0.1"})
+    kube = unreachable_apiserver()
+    endpoint = await start_kubelet_endpoint(
+        settings, kube, NoPods(), NoPlugin(),  # type: ignore[arg-type]
+        EndpointOptions(approve_own_csr=True, cert_dir=tmp_path / "certs",
+                        client_ca_file=tmp_path / "ca.pem"))
+    try:
+        assert endpoint.mode is CertMode.CSR and endpoint.certificates.source == "bootstrap"
+        assert endpoint.approver is None  # who we are is not known yet
+        assert (await healthz(endpoint.port, ca)).endswith(b"ok")
+        async with asyncio.timeout(10):
+            while caplog.text.count("csr-approver failed") < 2 or \
+                    caplog.text.count("kubelet-certificates failed") < 2:
+                await asyncio.sleep(0.02)
+        assert not any(task.done() for task in endpoint.tasks.values())
+    finally:
+        await endpoint.close()
+        await kube.close()
 
 
 def test_options_come_from_the_kubelet_settings() -> None:

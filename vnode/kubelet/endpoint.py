@@ -136,6 +136,8 @@ async def _supervised(name: str, run: Callable[[], Awaitable[None]]) -> None:
         try:
             await run()
             log.error("%s ended unexpectedly", name)
+        except KubeError as err:  # the apiserver is down or refuses: no traceback needed
+            log.warning("%s failed: %s", name, err)
         except Exception:
             log.exception("%s failed", name)
         if loop.time() - started >= HEALTHY_RUN_SECONDS:
@@ -150,8 +152,8 @@ async def _identity(kube: KubeClient) -> UserIdentity | None:
     try:
         me = await whoami(kube)
     except KubeError as err:
-        log.error("cannot tell who this agent is (SelfSubjectReview failed: %s): the CSR approver "
-                  "stays off and stale CSRs are recognised by name only", err)
+        log.warning("cannot tell who this agent is yet (SelfSubjectReview failed: %s): stale CSRs "
+                    "are recognised by name only; the approver keeps trying", err)
         return None
     log.info("the agent talks to the apiserver as %s", me.username)
     return me
@@ -194,16 +196,12 @@ async def start_kubelet_endpoint(
         renew_fraction=options.renew_fraction,
     )
     requester: CsrRequester | None = None
-    approver: CsrApprover | None = None
+    me: UserIdentity | None = None
+    approve = options.approve_own_csr and _may_approve(settings, mode)
     if mode is CertMode.CSR:
         me = await _identity(kube)
         requester = CsrRequester(CsrApi(kube), node, signer=settings.kubelet.csr_signer,
                                  expiration_seconds=options.csr_expiration_seconds, requester=me)
-        if options.approve_own_csr:
-            approver = _approver(settings, kube, me)
-    elif options.approve_own_csr:
-        log.warning("the CSR approver is on but the serving certificate comes from %s: "
-                    "nothing to approve", mode.value)
     certificates = ServingCertManager(policy, requester)
     await certificates.start()
     lookup = CachedPods(pods)
@@ -217,23 +215,42 @@ async def start_kubelet_endpoint(
         execs=PluginExec(plugin),
     )
     await server.start()
-    endpoint = KubeletEndpoint(server, certificates, requester, approver)
-    if approver is not None:
-        endpoint._supervise("csr-approver", approver.run)
+    endpoint = KubeletEndpoint(server, certificates, requester, None)
+    if approve:
+        if me is not None:
+            endpoint.approver = _approver(settings, kube, me)
+
+        async def run_approver() -> None:
+            if endpoint.approver is None:
+                # The identity lookup failed at start: retried here (a failure is restarted by
+                # the supervisor with backoff), and shared with the requester's cleanup.
+                found = await whoami(kube)
+                endpoint.approver = _approver(settings, kube, found)
+                if requester is not None and requester.requester is None:
+                    requester.requester = found
+            await endpoint.approver.run()
+
+        endpoint._supervise("csr-approver", run_approver)
     endpoint._supervise("kubelet-certificates", certificates.run)
     log.info("kubelet endpoint for node %s on %s:%d, serving certificate: %s%s", node,
              settings.kubelet.address, endpoint.port, mode.value,
-             ", approving its own CSRs" if approver is not None else "")
+             ", approving its own CSRs" if approve else "")
     return endpoint
 
 
-def _approver(settings: Settings, kube: KubeClient, me: UserIdentity | None) -> CsrApprover | None:
-    if me is None:
-        return None  # _identity() said why
+def _may_approve(settings: Settings, mode: CertMode) -> bool:
+    if mode is not CertMode.CSR:
+        log.warning("the CSR approver is on but the serving certificate comes from %s: "
+                    "nothing to approve", mode.value)
+        return False
     if settings.kubelet.csr_signer != certs.SIGNER:
         log.warning("the CSR approver only handles %s; signer %s is approved elsewhere",
                     certs.SIGNER, settings.kubelet.csr_signer)
-        return None
+        return False
+    return True
+
+
+def _approver(settings: Settings, kube: KubeClient, me: UserIdentity) -> CsrApprover:
     node = settings.node.name
     # SANs the agent may approve: the InternalIP it requests, and the node name as a DNS name.
     return CsrApprover(kube, ApprovalPolicy(node, me, (settings.node.internal_ip,), (node,)))
