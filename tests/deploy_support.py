@@ -155,3 +155,137 @@ _PIP = re.compile(r"\bpip\b")
 def pip_steps(instructions: list[Instruction]) -> list[str]:
     """The shell commands of the RUN instructions that run pip."""
     return [i.args for i in instructions if i.keyword == "RUN" and _PIP.search(i.args)]
+
+
+# --- processes the deploy integration tests start (always stopped by pid) -------------------------
+
+
+def free_port() -> int:
+    """A TCP port free on loopback right now (bind 0, read, close)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def child_pids(pid: int) -> list[int]:
+    """Direct children of `pid` (all its threads), from /proc."""
+    kids: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            kids += [int(p) for p in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return kids
+
+
+@dataclass
+class Proc:
+    """A process a test starts, with its output in a log file. stop() sends SIGTERM to the pid it
+    started (and, with tree=True, to that pid's children first), then SIGKILL after `grace`."""
+
+    argv: list[str]
+    log_path: Path
+    env: dict[str, str]
+    cwd: Path | None = None
+    proc: Any = None  # asyncio.subprocess.Process
+
+    async def start(self) -> Proc:
+        import asyncio
+        import os
+
+        fd = os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            self.proc = await asyncio.create_subprocess_exec(
+                *self.argv, env=self.env, cwd=str(self.cwd) if self.cwd else None,
+                stdin=asyncio.subprocess.DEVNULL, stdout=fd, stderr=fd)
+        finally:
+            os.close(fd)
+        return self
+
+    @property
+    def pid(self) -> int:
+        return int(self.proc.pid)
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.returncode is None
+
+    async def stop(self, *, tree: bool = False, grace: float = 15.0) -> int | None:
+        import asyncio
+        import os
+        import signal
+
+        if not self.running:
+            return None if self.proc is None else int(self.proc.returncode)
+        if tree:
+            for kid in child_pids(self.pid):
+                try:
+                    os.kill(kid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(self.proc.wait(), grace)
+        except TimeoutError:
+            self.proc.kill()
+            await self.proc.wait()
+        return int(self.proc.returncode)
+
+    def log(self, tail: int = 4000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-tail:]
+        except OSError:
+            return ""
+
+
+async def wait_for_path(path: Path, proc: Proc, what: str, timeout: float = 60.0) -> None:
+    import asyncio
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if not proc.running:
+            raise AssertionError(f"{what} exited ({proc.proc.returncode}) before {path} appeared:\n{proc.log()}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: {path} did not appear:\n{proc.log()}")
+        await asyncio.sleep(0.1)
+
+
+def slurm_plugin_config(testbed: Any, socket: Path, data_root: Path) -> str:
+    """A SlurmConfig.yaml for the testbed's SLURM and singularity stand-in (Go plugin keys)."""
+    bin_dir = testbed.slurm_bin_dir
+    return yaml.safe_dump({
+        "Socket": f"unix://{socket}",
+        "DataRootFolder": f"{data_root}/",
+        "SbatchPath": str(bin_dir / "sbatch"),
+        "ScancelPath": str(bin_dir / "scancel"),
+        "SqueuePath": str(bin_dir / "squeue"),
+        "SinfoPath": str(bin_dir / "sinfo"),
+        "SacctPath": str(bin_dir / "sacct"),
+        "SrunPath": str(bin_dir / "srun"),
+        "SingularityPath": str(testbed.singularity),
+        "ImagePrefix": "docker://",
+        "StatusCacheSeconds": 0.5,
+    })
+
+
+async def start_slurm_plugin(testbed: Any, workdir: Path, socket: Path) -> Proc:
+    """`vnode-slurm-plugin --config SlurmConfig.yaml` on `socket` (the "HPC side")."""
+    import sys
+
+    config = workdir / "SlurmConfig.yaml"
+    (workdir / "jobs").mkdir(parents=True, exist_ok=True)
+    config.write_text(slurm_plugin_config(testbed, socket, workdir / "jobs"))
+    proc = await Proc([sys.executable, "-m", "vnode.plugins.slurm.cli", "--config", str(config)],
+                      workdir / "plugin.log", dict(testbed.env), cwd=REPO).start()
+    await wait_for_path(socket, proc, "vnode-slurm-plugin")
+    return proc
+
+
+def ssh_keygen(path: Path, comment: str) -> str:
+    """A fresh ed25519 key pair at path / path.pub; returns the public key line."""
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)], check=True,
+                   capture_output=True, timeout=30)
+    return Path(f"{path}.pub").read_text().strip()

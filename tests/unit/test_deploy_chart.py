@@ -320,7 +320,7 @@ def test_rbac_grants_what_the_agent_calls(tmp_path: Path) -> None:
     assert verbs_for(rules, "", "events") == {"create", "patch"}
     assert verbs_for(rules, "authentication.k8s.io", "tokenreviews") == {"create"}
     assert verbs_for(rules, "authorization.k8s.io", "subjectaccessreviews") == {"create"}
-    assert verbs_for(rules, "certificates.k8s.io", "certificatesigningrequests") == {"create", "get", "list", "watch"}
+    assert verbs_for(rules, "certificates.k8s.io", "certificatesigningrequests") == {"create", "get", "list", "watch", "delete"}
     lease_role = r.one("Role", "vnode-demo-vnode-agent")
     assert lease_role["metadata"]["namespace"] == "kube-node-lease"
     assert verbs_for(lease_role["rules"], "coordination.k8s.io", "leases") == {"create", "get", "update", "patch"}
@@ -336,7 +336,7 @@ def test_csr_approval_rbac_only_when_the_approver_is_enabled(tmp_path: Path) -> 
     assert signer == [{"apiGroups": ["certificates.k8s.io"], "resources": ["signers"],
                        "resourceNames": ["kubernetes.io/kubelet-serving"], "verbs": ["approve"]}]
     assert r.one("ClusterRoleBinding", "vnode-demo-vnode-csr-approver")["subjects"][0]["name"] == "vnode-demo"
-    assert r.agent_config()["ApproveKubeletServingCSR"] is True
+    assert r.agent_config()["KubeletCSRAutoApprove"] is True
 
 
 def test_ledger_namespace_other_than_kube_node_lease_gets_its_own_role(tmp_path: Path) -> None:
@@ -353,3 +353,23 @@ def test_rbac_and_service_account_can_be_left_to_the_operator(tmp_path: Path) ->
                                                  "serviceAccount": {"create": False, "name": "vk-sa"}}})
     assert not r.all("ClusterRole") and not r.all("Role") and not r.all("ServiceAccount")
     assert r.deployment["spec"]["template"]["spec"]["serviceAccountName"] == "vk-sa"
+
+
+def granted(rules: list[dict[str, Any]]) -> set[tuple[str, str, str, str]]:
+    """(group, resource, resourceName or '*', verb) of every rule."""
+    return {(g, res, name, verb) for rule in rules for g in rule["apiGroups"] for res in rule["resources"]
+            for name in (rule.get("resourceNames") or ["*"]) for verb in rule["verbs"]}
+
+
+def test_chart_grants_every_rule_the_kubelet_endpoint_documents(tmp_path: Path) -> None:
+    """vnode/kubelet/README.md's RBAC blocks (which the kubelet's own integration test applies) are
+    covered by the chart's roles when the approver is on."""
+    readme = (Path(__file__).resolve().parents[2] / "vnode" / "kubelet" / "README.md").read_text()
+    blocks = [b.split("```", 1)[0] for b in readme.split("```yaml\n")[1:]]
+    documented = [r for b in blocks for d in yaml.safe_load_all(b) if d and d.get("kind") == "ClusterRole"
+                  for r in d["rules"]]
+    assert documented, "no RBAC blocks found in vnode/kubelet/README.md"
+    r = rendered(tmp_path, MY_VALUES, {"vnode": {"csrApprover": {"enabled": True}}})
+    chart = granted([rule for role in r.all("ClusterRole") for rule in role["rules"]])
+    missing = granted(documented) - chart
+    assert not missing, f"the chart lacks {sorted(missing)}"

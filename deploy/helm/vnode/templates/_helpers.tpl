@@ -174,7 +174,7 @@ tunnelTCPPort: {{ $tcpPort | quote }}
 {{- $_ := set $c "KubeletCertFile" "/etc/vnode/kubelet-tls/tls.crt" -}}
 {{- $_ := set $c "KubeletKeyFile" "/etc/vnode/kubelet-tls/tls.key" -}}
 {{- end -}}
-{{- if $v.vnode.csrApprover.enabled -}}{{- $_ := set $c "ApproveKubeletServingCSR" true -}}{{- end -}}
+{{- if $v.vnode.csrApprover.enabled -}}{{- $_ := set $c "KubeletCSRAutoApprove" true -}}{{- end -}}
 {{- $_ := set $c "HealthPort" (int $v.vnode.healthPort) -}}
 {{- $_ := set $c "HealthAddress" "0.0.0.0" -}}
 {{- $_ := set $c "StateNamespace" $v.vnode.stateNamespace -}}

@@ -1,0 +1,75 @@
+"""The chart, the rendered manifests and the example pods against the real testbed apiserver:
+`helm lint`, and `kubectl apply --dry-run=server` (full admission and validation, nothing stored)."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import Testbed
+from tests.deploy_support import CHART, EXAMPLES, MY_VALUES, documents, helm_bin, helm_template
+
+pytestmark = pytest.mark.integration
+MANIFESTS = CHART.parents[1] / "manifests"
+PODS = EXAMPLES / "pods"
+
+
+def dry_run(testbed: Testbed, text: str) -> str:
+    done = testbed.kubectl_run("apply", "--dry-run=server", "-f", "-", input=text, check=False)
+    assert done.returncode == 0, f"the apiserver refused:\n{done.stderr}"
+    return done.stdout
+
+
+@pytest.mark.parametrize("values", [MY_VALUES, *sorted(EXAMPLES.glob("values-*.yaml"))], ids=lambda p: p.name)
+def test_helm_lint_passes_strict_with_each_example(values: Path) -> None:
+    done = subprocess.run([str(helm_bin()), "lint", "--strict", str(CHART), "--values", str(values)],
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "1 chart(s) linted, 0 chart(s) failed" in done.stdout
+
+
+def test_helm_template_of_my_values_is_accepted_by_the_apiserver(testbed: Testbed, namespace: str) -> None:
+    text = helm_template(MY_VALUES, namespace=namespace)
+    out = dry_run(testbed, text)
+    expected = {f"{d['kind'].lower()}/{d['metadata']['name']}" for d in documents(text)}
+    for obj in expected:
+        assert obj.split("/", 1)[1] in out, f"{obj} missing from `{out}`"
+    assert "(server dry run)" in out
+
+
+@pytest.mark.parametrize("values", [{"vnode": {"csrApprover": {"enabled": True}, "stateNamespace": "default"}},
+                                    {"virtualNode": {"disableCSR": True}, "vnode": {"kubeletCert": {"secretName": "x"}}},
+                                    {"plugin": {"enabled": True, "socket": "unix:///var/run/plugin.sock"},
+                                     "sshBastion": {"enabled": False}}],
+                         ids=["approver+ledger-ns", "cert-secret", "in-cluster"])
+def test_chart_variants_are_accepted_by_the_apiserver(testbed: Testbed, namespace: str, tmp_path: Path,
+                                                      values: dict[str, object]) -> None:
+    dry_run(testbed, helm_template(MY_VALUES, values, namespace=namespace, tmp_dir=tmp_path))
+
+
+@pytest.mark.parametrize("manifest", sorted(p.name for p in MANIFESTS.glob("*.yaml")))
+def test_rendered_manifests_are_accepted_by_the_apiserver(testbed: Testbed, namespace: str, manifest: str) -> None:
+    # Each file creates namespace `interlink` first; a dry run stores nothing, so the objects go to
+    # this test's namespace instead.
+    docs = [d for d in documents((MANIFESTS / manifest).read_text()) if d["kind"] != "Namespace"]
+    for d in docs:
+        if d["metadata"].get("namespace") == "interlink":
+            d["metadata"]["namespace"] = namespace
+        for subject in d.get("subjects", []):
+            subject["namespace"] = namespace
+    dry_run(testbed, yaml.safe_dump_all(docs))
+
+
+@pytest.mark.parametrize("pod_file", sorted(p.name for p in PODS.glob("*.yaml")))
+def test_example_pods_are_accepted_by_the_apiserver(testbed: Testbed, namespace: str, pod_file: str) -> None:
+    done = testbed.kubectl_run("apply", "--dry-run=server", "-n", namespace, "-f", str(PODS / pod_file), check=False)
+    assert done.returncode == 0, done.stderr
+    for d in documents((PODS / pod_file).read_text()):
+        if d["kind"] == "Pod":
+            spec = d["spec"]
+            assert spec["nodeSelector"] == {"kubernetes.io/hostname": "vnode-demo"}
+            assert {"key": "virtual-node.interlink/no-schedule", "operator": "Exists", "effect": "NoSchedule"} \
+                in spec["tolerations"]
