@@ -29,7 +29,7 @@ from typing import Any, TypeVar
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-TESTBED_CMD = REPO / "hack" / "testbed"
+TESTBED_CMD = REPO / "hack" / "testbed"  # run with this interpreter: it needs cryptography + pyyaml
 # The testbed's own library (hack/testbedlib: stand-in parsers, PKI, build recipe) is test
 # infrastructure, not part of the vnode package; its unit tests import it as `testbedlib`.
 if str(REPO / "hack") not in sys.path:
@@ -266,7 +266,9 @@ def unique(prefix: str = "t") -> str:
 
 def _start_testbed() -> Testbed:
     try:
-        up = subprocess.run([str(TESTBED_CMD), "up"], capture_output=True, text=True, timeout=UP_TIMEOUT, check=False)
+        up = subprocess.run(
+            [sys.executable, str(TESTBED_CMD), "up"], capture_output=True, text=True, timeout=UP_TIMEOUT, check=False
+        )
     except (OSError, subprocess.TimeoutExpired) as e:
         pytest.fail(f"the testbed could not start: `hack/testbed up` did not finish: {e}", pytrace=False)
     if up.returncode != 0:
@@ -274,7 +276,9 @@ def _start_testbed() -> Testbed:
             f"the testbed could not start (`hack/testbed up` exited {up.returncode}):\n{up.stderr[-6000:]}{up.stdout[-2000:]}",
             pytrace=False,
         )
-    env = subprocess.run([str(TESTBED_CMD), "env", "--json"], capture_output=True, text=True, timeout=120, check=False)
+    env = subprocess.run(
+        [sys.executable, str(TESTBED_CMD), "env", "--json"], capture_output=True, text=True, timeout=120, check=False
+    )
     if env.returncode != 0:
         pytest.fail(f"`hack/testbed env --json` failed:\n{env.stderr}", pytrace=False)
     return Testbed.from_info(json.loads(env.stdout))

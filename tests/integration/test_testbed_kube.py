@@ -12,6 +12,7 @@ import ipaddress
 import json
 import ssl
 import subprocess
+import sys
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -54,7 +55,11 @@ def test_apiserver_listens_on_loopback_only(testbed: Testbed) -> None:
 
 def test_testbed_status_reports_every_component_ready(testbed: Testbed) -> None:
     out = subprocess.run(
-        [str(REPO / "hack" / "testbed"), "status", "--json"], capture_output=True, text=True, timeout=120, check=False
+        [sys.executable, str(REPO / "hack" / "testbed"), "status", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     status = json.loads(out.stdout)
     states = {c["component"]: c["state"] for c in status["components"]}
