@@ -20,6 +20,7 @@ import signal
 import struct
 import termios
 from collections.abc import Sequence
+from pathlib import Path
 
 from plugin_client.server import ServerExecSession
 
@@ -30,12 +31,27 @@ log = logging.getLogger(__name__)
 KILL_GRACE_SECONDS = 5.0  # srun forwards SIGTERM to the step; SIGKILL after this
 
 
-def srun_args(job_id: str, runtime_argv: Sequence[str], tty: bool) -> list[str]:
+# Runs inside the step: the command's exit code goes to a file and the step itself exits 0, so srun
+# does not add its own "task 0: Exited with exit code N" line to the command's stderr.
+_RC_WRAPPER = 'rc_file=$1; shift; "$@"; rc=$?; printf \'%s\\n\' "$rc" > "$rc_file"; exit 0'
+
+
+def srun_args(job_id: str, runtime_argv: Sequence[str], tty: bool, rc_file: str, bash: str = "/bin/bash") -> list[str]:
     """Pure: srun's arguments for one exec."""
-    args = [f"--jobid={job_id}", "--overlap", "--nodes=1", "--ntasks=1", "--quiet", "--kill-on-bad-exit=1"]
+    args = [f"--jobid={job_id}", "--overlap", "--nodes=1", "--ntasks=1", "--quiet"]
     if tty:
         args.append("--pty")
-    return [*args, *runtime_argv]
+    return [*args, bash, "-c", _RC_WRAPPER, "vnode-exec", rc_file, *runtime_argv]
+
+
+def read_rc(rc_file: Path, fallback: int) -> int:
+    """Blocking: the command's exit code as the step recorded it; srun's own code if it could not."""
+    try:
+        text = rc_file.read_text().strip()
+        rc_file.unlink()
+    except OSError:
+        return fallback
+    return int(text) if text.isdigit() else fallback
 
 
 async def _pump_stdin(session: ServerExecSession, write: asyncio.StreamWriter | int, pty: bool) -> None:
@@ -116,11 +132,22 @@ async def _stop(proc: asyncio.subprocess.Process) -> None:
         await proc.wait()
 
 
-async def run_exec(cli: SlurmCli, job_id: str, runtime_argv: Sequence[str], session: ServerExecSession) -> int:
+async def run_exec(cli: SlurmCli, job_id: str, runtime_argv: Sequence[str], session: ServerExecSession,
+                   rc_file: Path, bash: str = "/bin/bash") -> int:
+    args = srun_args(job_id, runtime_argv, session.request.tty, str(rc_file), bash)
+    try:
+        if session.request.tty:
+            code = await _run_tty(cli, args, session)
+        else:
+            code = await _run_pipes(cli, args, session)
+    except BaseException:
+        await asyncio.to_thread(read_rc, rc_file, 0)  # remove it
+        raise
+    return await asyncio.to_thread(read_rc, rc_file, code)
+
+
+async def _run_pipes(cli: SlurmCli, args: list[str], session: ServerExecSession) -> int:
     req = session.request
-    args = srun_args(job_id, runtime_argv, req.tty)
-    if req.tty:
-        return await _run_tty(cli, args, session)
     proc = await cli.srun(args, stdin=asyncio.subprocess.PIPE if req.stdin else asyncio.subprocess.DEVNULL,
                           stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     assert proc.stdout is not None and proc.stderr is not None

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import UTC, datetime
@@ -349,7 +350,8 @@ class SlurmPlugin:
         state = await asyncio.to_thread(_container_files, record.pod_dir, request.container)
         if info is None or info.state.phase is not Phase.RUNNING or state.started is None or state.exit_code is not None:
             raise PermanentPluginError(f"exec into {ref}: container {request.container} is not running")
-        return await run_exec(self.cli, record.job_id, [*argv, *request.command], session)
+        rc_file = record.pod_dir / f".exec-{secrets.token_hex(8)}.rc"
+        return await run_exec(self.cli, record.job_id, [*argv, *request.command], session, rc_file, self.config.bash_path)
 
 
 def _container_files(pod_dir: Path, container: str) -> ContainerFiles:

@@ -127,6 +127,8 @@ def container_status(c: SpecContainer, files: ContainerFiles, job_id: str, info:
             reason, message = COMPLETED, ""
         elif phase is Phase.FINISHED and job_reason not in (COMPLETED, ERROR, ""):
             reason, message = job_reason, job_message  # killed by the time limit or the OOM killer
+        elif phase is Phase.FINISHED and info is not None and info.state.name not in ("COMPLETED", "FAILED"):
+            reason, message = ERROR, job_message  # e.g. cancelled: say so
         else:
             reason, message = ERROR, ""
         return _terminated(c, code, reason, message, files.started or (info.start if info else None), files.finished)
