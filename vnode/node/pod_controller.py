@@ -60,6 +60,9 @@ from vnode.settings import Settings
 log = logging.getLogger(__name__)
 
 JOB_ID_ANNOTATION = "JobID"  # interLink's key (PR #239); tools and users read it
+# A few seconds: long enough to serve a burst of pods from one GET, short enough that an edited
+# ConfigMap reaches the next pod almost at once (the kubelet's own caches lag similarly).
+OBJECT_CACHE_SECONDS = 3.0
 
 
 @dataclass
@@ -121,6 +124,10 @@ class PodController:
                                                            settings.kube.api_port)
         self._poke = asyncio.Event()
         self.started = False
+        self._token_notices: set[tuple[str, str]] = set()
+        # ConfigMaps/Secrets fetched in the last few seconds, by (kind, namespace, name): a burst
+        # of pods referencing the same object (kube-root-ca.crt, a shared config) costs one GET.
+        self._object_cache: dict[tuple[str, str, str], tuple[float, Any]] = {}
         # Counters for logs/metrics and tests.
         self.creates = 0
         self.deletes = 0
@@ -358,9 +365,9 @@ class PodController:
             self.recorder.emit(pod, NORMAL, "Submitted",
                                f"Submitted to plugin {self.settings.plugin.endpoint} as job "
                                f"{job_id or '(no job id returned)'}")
-        if rec.pod is not None and not podstatus.is_terminal(rec.pod):
+        if rec.remote is not None and rec.pod is not None and not podstatus.is_terminal(rec.pod):
             await self._write_remote_status(rec, rec.pod)
-        self.poke_status()
+        self.poke_status()  # the first real status comes from the plugin, within a second
 
     def _retry_create(self, rec: PodRecord, pod: Pod, message: str) -> Retry:
         delay = self.create_backoff.delay(rec.attempts)
@@ -397,8 +404,8 @@ class PodController:
         need = submission.needs(pod, self.volume_options)
         cm_names, sec_names = sorted(need.configmaps), sorted(need.secrets)
         results: list[Any] = await asyncio.gather(
-            *(self.objects.get_configmap(ns, n) for n in cm_names),
-            *(self.objects.get_secret(ns, n) for n in sec_names),
+            *(self._get_object("ConfigMap", ns, n) for n in cm_names),
+            *(self._get_object("Secret", ns, n) for n in sec_names),
             *(self._token(pod, t.audience, t.expiration_seconds) for t in need.tokens),
             return_exceptions=True)
         for result in results:
@@ -412,6 +419,24 @@ class PodController:
         tokens = {(t.volume, t.path): str(v) for t, v in zip(need.tokens, token_values, strict=True)}
         return refs, tokens
 
+    async def _get_object(self, kind: str, namespace: str, name: str) -> Any:
+        """A ConfigMap/Secret, reusing a copy fetched within OBJECT_CACHE_SECONDS. Absent objects
+        are never cached, so a pod waiting for one sees it as soon as it is created."""
+        key = (kind, namespace, name)
+        now = self.clock()
+        hit = self._object_cache.get(key)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        if kind == "ConfigMap":
+            obj: Any = await self.objects.get_configmap(namespace, name)
+        else:
+            obj = await self.objects.get_secret(namespace, name)
+        if obj is not None:
+            if len(self._object_cache) > 1000:
+                self._object_cache = {k: v for k, v in self._object_cache.items() if v[0] > now}
+            self._object_cache[key] = (now + OBJECT_CACHE_SECONDS, obj)
+        return obj
+
     async def _token(self, pod: Pod, audience: str, expiration: int) -> str:
         meta = pod.get("metadata", {})
         sa = pod.get("spec", {}).get("serviceAccountName") or "default"
@@ -423,10 +448,13 @@ class PodController:
             raise MissingReference("ServiceAccount", sa) from None
         status = result.get("status") or {}
         expires = str(status.get("expirationTimestamp", ""))
-        if expires and _seconds_until(expires) < 7 * 24 * 3600:
+        notice = (_ns(pod), sa)
+        if expires and _seconds_until(expires) < 7 * 24 * 3600 and notice not in self._token_notices:
             # interLink's plugin API has no call to replace a file in a running job, so the
-            # token cannot be refreshed remotely; say so where the user looks.
-            # Normal, not Warning: most batch jobs never call the apiserver.
+            # token cannot be refreshed remotely; say so where the user looks, once per service
+            # account (an event per pod would cost an apiserver write per pod). Normal, not
+            # Warning: most batch jobs never call the apiserver.
+            self._token_notices.add(notice)
             self.recorder.emit(pod, NORMAL, "TokenNotRotated",
                                f"service-account token for {sa} expires at {expires}; remote jobs "
                                "cannot receive refreshed tokens (the plugin API has no update call)")
@@ -436,10 +464,7 @@ class PodController:
 
     async def _write_remote_status(self, rec: PodRecord, pod: Pod) -> None:
         if rec.remote is None:
-            if not pod.get("status", {}).get("containerStatuses"):
-                desired = podstatus.pending_status(pod, self._ctx(pod))
-                await self._write_status(rec, pod, desired)
-            return
+            return  # nothing known yet; the status poller asks right after a submit
         try:
             desired_or_none = podstatus.remote_status(pod, rec.remote, self._ctx(pod))
         except (ValueError, KeyError, TypeError, AttributeError) as err:
