@@ -58,12 +58,14 @@ def test_sbatch_output_without_a_job_id_is_an_error_not_a_crash() -> None:
 
 def test_recorded_squeue_rows() -> None:
     jobs = parse_squeue(recorded("squeue-22.05.txt"))
-    assert set(jobs) == {"16", "17", "18", "19", "20"}
+    assert set(jobs) == {"16", "17", "18", "19", "20", "284", "285", "77"}
     assert jobs["19"].state.name == "FAILED" and jobs["19"].exit_code == 3 and jobs["19"].reason == "NonZeroExitCode"
     assert jobs["16"].state.name == "CANCELLED" and jobs["16"].exit_code == 143 and jobs["16"].signal == 15
     assert jobs["18"].state.phase is Phase.RUNNING and jobs["18"].end is None and jobs["18"].exit_code == 0
     assert jobs["20"].end is not None and jobs["20"].node == "localhost"
     assert jobs["18"].start is not None and jobs["18"].start.tzinfo is UTC
+    assert jobs["284"].state.name == "PENDING" and jobs["284"].reason == "Resources" and jobs["284"].start is None
+    assert jobs["77"].state.reason == DEADLINE_EXCEEDED and jobs["77"].reason == "TimeLimit"
 
 
 def test_recorded_sacct_rows() -> None:
@@ -71,6 +73,8 @@ def test_recorded_sacct_rows() -> None:
     assert jobs["16"].state.name == "CANCELLED"  # "CANCELLED by 0"
     assert jobs["19"].exit_code == 3 and jobs["19"].state.reason == ERROR
     assert jobs["18"].end is None  # "Unknown"
+    assert jobs["36"].state.name == "TIMEOUT" and jobs["36"].exit_code == 0
+    assert jobs["284"].start is None and jobs["284"].node == "None assigned"  # cancelled while pending
 
 
 def test_sacct_step_lines_are_ignored() -> None:

@@ -91,6 +91,9 @@ class SlurmPlugin:
     # --- lifecycle ------------------------------------------------------------------------------
     async def start(self) -> None:
         """Recover every job from the data root (Go layout) and resume pending clean-ups."""
+        if self.config.enable_probes:
+            log.warning("EnableProbes is accepted but probes are not run by vnode's SLURM plugin: "
+                        "running containers are reported ready")
         records = await asyncio.to_thread(self.store.load)
         for record in records:
             if record.final:
