@@ -14,3 +14,10 @@ test: setup
 # The fast unit suite alone; needs no testbed.
 test-unit:
 	$(PYTHON) -m pytest -m "not integration" tests
+
+# Benchmarks, not tests: 100/1000/5000-pod bursts on a stub plugin, then a real-SLURM run (needs the
+# testbed; ~20 min). Writes bench/results/<stamp>/, bench/plots/*.png and BENCHMARKS.md.
+.PHONY: bench
+bench: setup
+	$(PYTHON) -m pip install -q --root-user-action=ignore -e '.[bench]'
+	$(PYTHON) -m bench.run $(BENCH_ARGS)
