@@ -31,23 +31,16 @@ from typing import Any
 from plugin_client.client import ClientConfig, PluginClient, Timeouts
 from plugin_client.endpoint import Endpoint, TLSSettings
 from vnode.kube.client import KubeClient
-from vnode.kube.csr import ApprovalPolicy, CsrApi, CsrApprover, CsrRequester, whoami
 from vnode.kube.errors import Forbidden, Invalid, KubeError
 from vnode.kube.events import EventRecorder
 from vnode.kube.informer import Informer
 from vnode.kube.resources import LeaseApi, NodeApi, ObjectApi, PodApi
 from vnode.kube.retry import Backoff
-from vnode.kube.reviews import ApiReviewClient
-from vnode.kubelet import certs
-from vnode.kubelet.auth import RequestAuthority
-from vnode.kubelet.cert_manager import (
-    CertMode,
-    CertPolicy,
-    ServingCertManager,
-    choose_mode,
+from vnode.kubelet.endpoint import (
+    EndpointOptions,
+    KubeletEndpoint,
+    start_kubelet_endpoint,
 )
-from vnode.kubelet.plugin_backends import CachedPods, PluginExec, PluginLogs
-from vnode.kubelet.server import KubeletServer, KubeletServerSettings
 from vnode.node import nodestatus
 from vnode.node.lease_controller import LeaseController
 from vnode.node.ledger import JobLedger
@@ -95,8 +88,7 @@ class Agent:
     pods: PodController
     informer: Informer
     tasks: dict[str, asyncio.Task[Any]] = field(default_factory=dict)
-    kubelet: KubeletServer | None = None
-    certificates: ServingCertManager | None = None
+    kubelet: KubeletEndpoint | None = None
 
 
 class App:
@@ -229,48 +221,12 @@ class App:
         """The HTTPS kubelet endpoint (logs, exec, attach) before the Node is registered, so the
         Node advertises the port actually bound (KubeletPort 0 picks a free one)."""
         s = self.settings
-        certificates = self._certificates(agent)
-        tls = await certificates.start()
-        pods = CachedPods(agent.pods)
-        server = KubeletServer(
-            KubeletServerSettings(node_name=s.node.name, host=s.kubelet.address, port=s.kubelet.port),
-            tls=tls, authority=RequestAuthority(ApiReviewClient(agent.kube), s.node.name),
-            pods=pods, logs=PluginLogs(pods, agent.plugin), execs=PluginExec(agent.plugin))
-        await server.start()
-        agent.kubelet, agent.certificates = server, certificates
-        if server.port != s.kubelet.port:
+        agent.kubelet = await start_kubelet_endpoint(s, agent.kube, agent.pods, agent.plugin,
+                                                     EndpointOptions.from_settings(s))
+        if agent.kubelet.port != s.kubelet.port:
             self.settings = dataclasses.replace(
-                s, kubelet=dataclasses.replace(s.kubelet, port=server.port))
+                s, kubelet=dataclasses.replace(s.kubelet, port=agent.kubelet.port))
             agent.node.settings = self.settings
-        self._guard("kubelet-certificate", certificates.run())
-        if certificates.policy.mode is CertMode.CSR and s.kubelet.csr_auto_approve:
-            identity = await whoami(agent.kube)
-            approver = CsrApprover(agent.kube, ApprovalPolicy(s.node.name, identity,
-                                                              (s.node.internal_ip,)))
-            self._guard("csr-approver", approver.run())
-
-    def _certificates(self, agent: Agent) -> ServingCertManager:
-        """interLink's precedence: KubeletCertFile/KeyFile, else DisableCSR (self-signed), else
-        a kubelet-serving CSR (self-signed until it is issued)."""
-        k = self.settings.kubelet
-        node = self.settings.node
-        mode = choose_mode(k.cert_file, k.disable_csr)
-        # The CA that signed the apiserver's kubelet-client certificate: the cluster CA, which is
-        # the CA of our own apiserver connection unless configured otherwise.
-        client_ca = k.client_ca_file or agent.kube.configuration.ssl_ca_cert or ""
-        policy = CertPolicy(
-            mode=mode,
-            identity=certs.ServingIdentity(node.name, (node.internal_ip,)),
-            # /tmp like interLink's /tmp/certs: writable for any user; a restart without it just
-            # asks for a new certificate.
-            cert_dir=Path(k.cert_dir or f"/tmp/vnode-certs/{node.name}"),
-            client_ca_file=Path(client_ca) if client_ca else None,
-            cert_file=Path(k.cert_file) if k.cert_file else None,
-            key_file=Path(k.key_file) if k.key_file else None)
-        requester = None
-        if mode is CertMode.CSR:
-            requester = CsrRequester(api=CsrApi(agent.kube), node_name=node.name, signer=k.csr_signer)
-        return ServingCertManager(policy, requester)
 
     async def _start_pods(self, agent: Agent) -> bool:
         backoff = Backoff(base=1.0, factor=2.0, cap=30.0)
@@ -293,8 +249,6 @@ class App:
         if agent.kubelet is not None:
             with contextlib.suppress(Exception):
                 await agent.kubelet.close()
-        await self._cancel(agent, "kubelet-certificate")
-        await self._cancel(agent, "csr-approver")
         for hook in self._extra_stops:
             with contextlib.suppress(Exception):
                 await hook()
