@@ -42,6 +42,7 @@ from vnode.kubelet.endpoint import (
     start_kubelet_endpoint,
 )
 from vnode.node import nodestatus
+from vnode.node.health_server import HealthServer
 from vnode.node.lease_controller import LeaseController
 from vnode.node.ledger import JobLedger
 from vnode.node.node_controller import NodeController
@@ -89,6 +90,7 @@ class Agent:
     informer: Informer
     tasks: dict[str, asyncio.Task[Any]] = field(default_factory=dict)
     kubelet: KubeletEndpoint | None = None
+    health: HealthServer | None = None
 
 
 class App:
@@ -191,6 +193,9 @@ class App:
             self._install_signals()
         agent = await self.build()
         try:
+            if self.settings.health.port:
+                agent.health = HealthServer(self.settings.health.address, self.settings.health.port)
+                await agent.health.start()
             self._guard("events", agent.recorder.run())
             if self.settings.kubelet.enabled:
                 await self._start_kubelet(agent)
@@ -209,6 +214,8 @@ class App:
             self._guard("pod-status", agent.pods.run_status())
             if extra_start is not None:
                 await extra_start(agent)
+            if agent.health is not None:
+                agent.health.ready = True
             log.info("node %s is up: %d pods known, plugin %s (%s dialect)", self.settings.node.name,
                      len(agent.pods.records), self.settings.plugin.endpoint,
                      self.settings.plugin.dialect)
@@ -260,6 +267,8 @@ class App:
             await asyncio.wait_for(agent.recorder.flush(), timeout=5.0)
         await agent.plugin.close()
         await agent.kube.close()
+        if agent.health is not None:  # last: probes stay green until the very end
+            await agent.health.close()
         self.agent = None
 
     @staticmethod

@@ -188,6 +188,16 @@ class PodSettings:
 
 
 @dataclass(frozen=True)
+class HealthSettings:
+    """The plain-HTTP /healthz port for probes."""
+
+    # 0 = off: outside Kubernetes nobody probes; the Helm chart sets 10248 (the kubelet's healthz).
+    port: int = 0
+    # Loopback unless told otherwise: a probe from the node needs 0.0.0.0 (the chart sets it).
+    address: str = "127.0.0.1"
+
+
+@dataclass(frozen=True)
 class LogSettings:
     verbose: bool = False
     errors_only: bool = False
@@ -201,6 +211,7 @@ class Settings:
     kube: KubeSettings = field(default_factory=KubeSettings)
     pods: PodSettings = field(default_factory=PodSettings)
     logging: LogSettings = field(default_factory=LogSettings)
+    health: HealthSettings = field(default_factory=HealthSettings)
     config_path: str = ""
     warnings: tuple[str, ...] = ()
 
@@ -612,6 +623,8 @@ def settings_from_mapping(data: Mapping[str, Any], *, nodename: str | None = Non
 
     logging_settings = LogSettings(verbose=top.boolean("VerboseLogging"),
                                    errors_only=top.boolean("ErrorsOnlyLogging"))
+    health = HealthSettings(port=top.integer("HealthPort", HealthSettings.port, maximum=65535),
+                            address=top.string("HealthAddress", HealthSettings.address))
 
     for key in top.unused():
         if key in INTERLINK_IGNORED_KEYS:
@@ -623,7 +636,8 @@ def settings_from_mapping(data: Mapping[str, Any], *, nodename: str | None = Non
             warnings.append(f"config key {reader.path(key)} is not known to vnode and is ignored")
 
     return Settings(plugin=plugin, node=node, kubelet=kubelet, kube=kube, pods=pods,
-                    logging=logging_settings, config_path=config_path, warnings=tuple(warnings))
+                    logging=logging_settings, health=health, config_path=config_path,
+                    warnings=tuple(warnings))
 
 
 def accelerator_capacity(accelerators: tuple[Accelerator, ...]) -> dict[str, str]:
