@@ -35,9 +35,9 @@ async def test_extra_routes_share_the_port() -> None:
     server.add_get("/metrics", metrics)
     await server.start()
     try:
-        async with aiohttp.ClientSession() as http:
-            async with http.get(f"http://127.0.0.1:{server.port}/metrics") as resp:
-                assert await resp.text() == "vnode_up 1\n"
+        async with aiohttp.ClientSession() as http, \
+                http.get(f"http://127.0.0.1:{server.port}/metrics") as resp:
+            assert await resp.text() == "vnode_up 1\n"
     finally:
         await server.close()
 
