@@ -10,6 +10,7 @@ import base64
 import json
 import logging
 import os
+import shlex
 import shutil
 import signal
 import sys
@@ -274,6 +275,31 @@ async def test_sbatch_refusal_is_passed_back_with_its_message(plugin: Plugin) ->
         await plugin.create(pod)
     assert "sbatch" in str(info.value) and "Memory specification can not be satisfied" in str(info.value)
     assert not (plugin.data_root / f"{NAMESPACE}-{pod['metadata']['uid']}").exists()
+
+
+async def test_stderr_warnings_of_sbatch_and_squeue_are_not_failures(plugin: Plugin, testbed: Testbed) -> None:
+    """SbatchPath/SqueuePath as command prefixes that print a warning first, like a chatty site wrapper."""
+    await plugin.stop()
+    warn = "echo \"$0: warning: site notice\" >&2; exec \"$0\" \"$@\""
+    plugin.extra_config = (f"SbatchPath: {json.dumps(f'bash -c {shlex.quote(warn)} {testbed.sbatch}')}\n"
+                           f"SqueuePath: {json.dumps(f'bash -c {shlex.quote(warn)} {testbed.squeue}')}\n")  # later keys win
+    await plugin.start()
+    pod = make_pod("warned", containers=[{"name": "a", "image": "busybox", "command": ["sh", "-c", "echo fine"]}])
+    await plugin.create(pod)
+    states = by_name(await plugin.wait_for(pod, terminated, "the pod to end"))
+    assert states["a"].state.terminated.exit_code == 0
+    assert "site notice" in (plugin.workdir / "plugin.log").read_text()  # logged, not fatal
+
+
+async def test_create_accepts_a_one_element_list_as_interlink_0_4_sent(plugin: Plugin) -> None:
+    pod = make_pod("listed", containers=[{"name": "a", "image": "busybox", "command": ["true"]}])
+    plugin.pods.append(pod)
+    body = json.dumps([RetrievedPodData(pod=pod).to_wire()])
+    connector = aiohttp.UnixConnector(path=str(plugin.socket))
+    async with aiohttp.ClientSession(connector=connector) as session, session.post("http://plugin/create", data=body) as response:
+        assert response.status == 200
+        (answer,) = await response.json()
+    assert answer["PodUID"] == pod["metadata"]["uid"] and answer["PodJID"].isdigit()
 
 
 async def test_timeout_ends_with_deadline_exceeded(plugin: Plugin) -> None:
