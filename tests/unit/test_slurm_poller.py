@@ -123,3 +123,13 @@ def test_final_state_round_trips_through_json() -> None:
     info = JobInfo("9", job_state("TIMEOUT"), "TimeLimit", 0, 15, None, None, "n1", "sacct")
     assert info_from_json(info_to_json(info)) == info
     assert info_from_json({"nonsense": 1}) is None
+
+
+async def test_without_a_cache_each_request_costs_exactly_one_squeue() -> None:
+    cli = FakeCli({"1": "RUNNING", "2": "RUNNING"}, {})
+    clock = Clock()
+    poller = JobPoller(cli, ttl=0.0, active_jobs=lambda: ["1", "2"], clock=clock)
+    for _ in range(3):
+        clock.now += 0.1
+        await poller.get(["1", "2"])
+    assert cli.calls["squeue"] == 3

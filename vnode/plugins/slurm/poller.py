@@ -75,23 +75,27 @@ class JobPoller:
         entry = self._cache.get(job_id)
         return entry[1] if entry else None
 
-    def _stale(self, job_ids: Iterable[str]) -> list[str]:
-        now = self.clock()
-        return [j for j in job_ids if j not in self._final and (j not in self._cache or now - self._cache[j][0] >= self.ttl)]
+    def _stale(self, job_ids: Iterable[str], as_of: float) -> list[str]:
+        """Jobs whose cached state is older than the TTL at time `as_of`."""
+        return [j for j in job_ids
+                if j not in self._final and (j not in self._cache or as_of - self._cache[j][0] > self.ttl)]
 
     async def get(self, job_ids: Sequence[str]) -> dict[str, JobInfo | None]:
         """Current info per job id (None: SLURM knows nothing about it any more)."""
-        for _attempt in range(3):
-            stale = self._stale(job_ids)
-            if not stale:
-                break
-            if self._refresh is not None and not self._refresh.done():
-                await asyncio.shield(self._refresh)  # someone else is asking squeue right now
-                continue
-            wanted = list(dict.fromkeys([*stale, *self._stale(self.active_jobs())]))
+        asked_at = self.clock()
+        stale = self._stale(job_ids, asked_at)
+        if stale and self._refresh is not None and not self._refresh.done():
+            await asyncio.shield(self._refresh)  # someone else is asking squeue right now
+            stale = [j for j in self._stale(stale, asked_at) if not self._fetched_after(j, asked_at)]
+        if stale:
+            wanted = list(dict.fromkeys([*stale, *self._stale(self.active_jobs(), asked_at)]))
             self._refresh = asyncio.ensure_future(self._do_refresh(wanted))
             await asyncio.shield(self._refresh)
         return {j: self.cached(j) for j in job_ids}
+
+    def _fetched_after(self, job_id: str, moment: float) -> bool:
+        entry = self._cache.get(job_id)
+        return job_id in self._final or (entry is not None and entry[0] >= moment)
 
     async def _do_refresh(self, job_ids: list[str]) -> None:
         found = await self.cli.squeue(job_ids)
