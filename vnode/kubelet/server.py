@@ -12,6 +12,7 @@ Routes (the kubelet's, see ../shared/reference/kubelet-vk.md §3):
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import logging
@@ -106,6 +107,9 @@ class KubeletServer:
         self._connections: set[asyncio.Task[None]] = set()
         self._closing = False
         self._port: int | None = None
+        # Exec/attach sessions switched so far, by (transport, sub-protocol), e.g.
+        # ("websocket", "v5.channel.k8s.io"): shows which path the apiserver took (tests, debugging).
+        self.upgrades: collections.Counter[tuple[str, str]] = collections.Counter()
 
     @property
     def port(self) -> int:
@@ -366,6 +370,7 @@ class KubeletServer:
             ("Sec-WebSocket-Accept", generate_accept_token(key.encode()).decode()),
             ("Sec-WebSocket-Protocol", protocol),
         ])
+        self.upgrades["websocket", protocol] += 1
         log.info("%s %s/%s/%s %s over WebSocket %s", what, spec.namespace, spec.pod,
                  spec.container, list(spec.command), protocol)
         session = WebSocketExecSession(
@@ -392,6 +397,7 @@ class KubeletServer:
         if offered:
             headers.append(("X-Stream-Protocol-Version", protocol))
         trailing = await http.switch_protocols(headers)
+        self.upgrades["spdy", protocol] += 1
         log.info(
             "%s %s/%s/%s %s over SPDY %s", what, spec.namespace, spec.pod, spec.container,
             list(spec.command), protocol,
