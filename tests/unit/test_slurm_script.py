@@ -446,3 +446,28 @@ def test_every_arg_and_env_value_reaches_the_container_byte_exact(tmp_path_facto
         assert inv["env"] == {e["name"]: e["value"] for e in c["env"]}
         out = (pod_dir / f"{'init' if c in pod['spec'].get('initContainers', []) else 'run'}-{c['name']}.out").read_bytes()
         assert out == "".join(w + "\n" for w in c["command"][1:] + c["args"]).encode()
+
+
+def test_enroot_runtime_imports_creates_starts_and_removes(tmp_path: Path) -> None:
+    enroot = tmp_path / "fake-enroot"
+    enroot.write_text(f"#!{sys.executable}\nimport json, os, sys\n"
+                      "open(os.environ['FAKE_RUNTIME_LOG'], 'a').write(json.dumps(sys.argv[1:]) + '\\n')\n"
+                      "if sys.argv[1] == 'start': print('started')\n")
+    enroot.chmod(0o755)
+    config = config_for(tmp_path, extra=f"ContainerRuntime: enroot\nEnrootPath: {enroot}\n")
+    pod = pod_json(containers=[{"name": "c", "image": "ubuntu:24.04", "command": ["echo"], "args": ["a b"], "workingDir": "/w",
+                                "env": [{"name": "V", "value": "it's\nodd"}], "volumeMounts": [{"name": "d", "mountPath": "/data"}]}],
+                   annotations={"slurm-job.vk.io/enroot-mounts": "/scratch:/scratch", "slurm-job.vk.io/enroot-options": "--root"},
+                   volumes=[{"name": "d", "emptyDir": {}}])
+    _, job, pod_dir = build(config, pod)
+    materialize(job, pod_dir)
+    proc = run_job_sh(pod_dir, tmp_path / "log")
+    assert proc.returncode == 0, proc.stderr
+    calls = [json.loads(line) for line in (tmp_path / "log").read_text().splitlines()]
+    name = "vnode-0a1b2c3d-0000-4000-8000-000000000001-c"
+    assert calls[0] == ["import", "--output", f"{pod_dir}/c.sqsh", "docker://ubuntu:24.04"]
+    assert calls[1] == ["create", "--force", "--name", name, f"{pod_dir}/c.sqsh"]
+    assert calls[2] == ["start", "--rw", "/scratch:/scratch", "--root", "--env", "V=it's\nodd", "--mount", f"{pod_dir}/emptyDirs/d:/data",
+                        name, "/bin/sh", "-c", 'cd -- "$0" && exec "$@"', "/w", "echo", "a b"]
+    assert calls[3] == ["remove", "--force", name]
+    assert (pod_dir / "run-c.out").read_text() == "started\n"

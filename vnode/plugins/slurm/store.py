@@ -30,6 +30,7 @@ JOB_ID_FILE, UID_FILE, NS_FILE = "JobID.jid", "PodUID.uid", "PodNamespace.ns"
 POD_FILE = "pod.json"
 DELETED_FILE = "vnode-deleted"
 FINAL_STATE_FILE = "JobState.json"
+ROOT_MODE = 0o755
 
 
 @dataclass
@@ -95,7 +96,8 @@ class PodStore:
 
     # --- disk (blocking) ----------------------------------------------------------------------
     def ensure_root(self) -> None:
-        self.data_root.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
+        # 0755, not 0700: jobs run with `--uid` must reach their own (0700) pod directory below it.
+        self.data_root.mkdir(parents=True, exist_ok=True, mode=ROOT_MODE)
 
     def load(self) -> list[PodRecord]:
         """Recover every pod directory that has the Go plugin's three id files."""
