@@ -46,7 +46,10 @@ async def test_kill_9_mid_burst_of_50_pods_then_restart_gives_every_pod_exactly_
     sockets = short_socket_dir()
     node = unique("vn-kill")
     async with FakePlugin(backend, f"unix://{sockets}/plugin.sock") as plugin:
-        config = write_config(tmp_path / "vnode.yaml", plugin.url, PodWorkers=8)
+        # Creates recorded just before the kill are waited for up to the plugin timeout before
+        # being resubmitted (they may still be in flight); keep that wait short here.
+        config = write_config(tmp_path / "vnode.yaml", plugin.url, PodWorkers=8,
+                              PluginTimeoutSeconds=5)
         agent = agent_process(testbed, node, config, tmp_path / "agent.log")
         try:
             await agent.start()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import itertools
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -173,11 +174,12 @@ class Harness:
         self.api.watch = ctrl.on_pod_event
         return ctrl
 
-    async def start(self) -> None:
+    async def start(self, *, settle: bool = True) -> None:
         if self._ledger_task is None:
             self._ledger_task = asyncio.ensure_future(self.ledger.run())
         await self.ctrl.start()
-        await self.settle()
+        if settle:
+            await self.settle()
 
     async def settle(self) -> None:
         await asyncio.wait_for(self.ctrl.queue.wait_idle(), 10)
@@ -186,7 +188,7 @@ class Harness:
         await self.ctrl.poll_status_once()
         await self.settle()
 
-    async def restart(self) -> None:
+    async def restart(self, *, settle: bool = True) -> None:
         """A new agent process: fresh controller and ledger state, same apiserver and plugin."""
         await self.ctrl.stop()
         await self.stop_ledger()
@@ -194,7 +196,7 @@ class Harness:
         self.ctrl = self.new_controller()
         for pod in self.api.pods.values():
             self.ctrl.on_pod_event(ADDED, copy.deepcopy(pod))
-        await self.start()
+        await self.start(settle=settle)
 
     async def stop_ledger(self) -> None:
         if self._ledger_task is not None:
@@ -513,6 +515,47 @@ async def test_an_event_during_a_backoff_does_not_lose_the_retry() -> None:
             if h.backend.calls_of("create"):
                 break
             await asyncio.sleep(0.02)
+        assert h.backend.create_count("u1") == 1
+    finally:
+        await h.close()
+
+
+async def test_a_create_still_in_flight_after_a_crash_is_adopted_not_repeated() -> None:
+    h = Harness(PluginTimeoutSeconds=30)
+    try:
+        await h.start()
+        pod = h.api.add_pod(make_pod("u1"))
+        h.ctrl.records.clear()
+        # The crashed agent recorded its intent a moment ago; its create is still on the plugin.
+        await h.ledger.record(LedgerEntry("u1", "ns", "pod-u1", created=time.time()))
+        await h.restart(settle=False)
+        await asyncio.sleep(0.1)
+        assert h.backend.calls_of("status", "u1")  # it asked...
+        assert h.backend.calls_of("create") == []  # ...was told "unknown", and waits
+        await h.backend.create(RetrievedPodData(pod=copy.deepcopy(pod)))  # the old create lands
+        for _ in range(400):
+            if JOB_ID_ANNOTATION in h.pod("u1")["metadata"].get("annotations", {}):
+                break
+            await asyncio.sleep(0.02)
+        assert h.backend.create_count("u1") == 1
+        assert h.pod("u1")["metadata"]["annotations"][JOB_ID_ANNOTATION] == h.backend.pods["u1"].jid
+    finally:
+        await h.close()
+
+
+async def test_an_intent_older_than_the_plugin_timeout_is_submitted_once() -> None:
+    h = Harness(PluginTimeoutSeconds=0.3)
+    try:
+        await h.start()
+        h.api.add_pod(make_pod("u1"))
+        h.ctrl.records.clear()
+        await h.ledger.record(LedgerEntry("u1", "ns", "pod-u1", created=time.time()))
+        await h.restart(settle=False)
+        for _ in range(200):
+            if h.backend.calls_of("create"):
+                break
+            await asyncio.sleep(0.02)
+        await h.settle()
         assert h.backend.create_count("u1") == 1
     finally:
         await h.close()

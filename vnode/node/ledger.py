@@ -47,16 +47,22 @@ class LedgerEntry:
     namespace: str
     name: str
     job_id: str = ""
+    # Unix time the create intent was recorded: after a crash, a create younger than the plugin
+    # timeout may still be in flight on the plugin's side.
+    created: float = 0.0
 
     def encode(self) -> str:
-        return json.dumps({"ns": self.namespace, "name": self.name, "jid": self.job_id},
-                          separators=(",", ":"), ensure_ascii=False)
+        data: dict[str, Any] = {"ns": self.namespace, "name": self.name, "jid": self.job_id}
+        if self.created:
+            data["t"] = round(self.created, 3)
+        return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
 
     @classmethod
     def decode(cls, uid: str, text: str) -> LedgerEntry | None:
         try:
             data = json.loads(text)
-            return cls(uid, str(data["ns"]), str(data["name"]), str(data.get("jid", "")))
+            return cls(uid, str(data["ns"]), str(data["name"]), str(data.get("jid", "")),
+                       float(data.get("t", 0.0)))
         except (ValueError, KeyError, TypeError):
             return None
 

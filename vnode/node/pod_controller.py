@@ -63,6 +63,8 @@ JOB_ID_ANNOTATION = "JobID"  # interLink's key (PR #239); tools and users read i
 # A few seconds: long enough to serve a burst of pods from one GET, short enough that an edited
 # ConfigMap reaches the next pod almost at once (the kubelet's own caches lag similarly).
 OBJECT_CACHE_SECONDS = 3.0
+# How often to ask the plugin again about a create that may still be in flight after a crash.
+IN_FLIGHT_RECHECK_SECONDS = 2.0
 
 
 @dataclass
@@ -75,6 +77,8 @@ class PodRecord:
     job_id: str = ""
     submitted: bool = False
     in_doubt: bool = False  # a create may have reached the plugin; ask before resubmitting
+    # Unix time of the create intent found in the ledger after a restart (0: not from a crash).
+    doubt_since: float = 0.0
     failed: bool = False  # permanently failed by vnode; nothing more to do until deletion
     remote: RemotePodStatus | None = None
     attempts: int = 0  # consecutive failed create/delete attempts (for backoff)
@@ -181,6 +185,7 @@ class PodController:
                                               submitted=bool(entry.job_id), in_doubt=not entry.job_id)
             elif not rec.submitted:
                 rec.in_doubt = True
+                rec.doubt_since = entry.created
                 rec.job_id = rec.job_id or entry.job_id
         self.started = True
         self.queue.start()
@@ -248,9 +253,12 @@ class PodController:
             self.ledger.record_later(self._entry(rec))
         log.info("pod %s: adopted remote job", rec.ref)
 
-    def _entry(self, rec: PodRecord) -> LedgerEntry:
+    def _entry(self, rec: PodRecord, *, intent: bool = False) -> LedgerEntry:
         meta = rec.last_pod.get("metadata", {})
-        return LedgerEntry(rec.uid, meta.get("namespace", ""), meta.get("name", ""), rec.job_id)
+        known = self.ledger.entries.get(rec.uid)
+        created = time.time() if intent else (known.created if known else 0.0)
+        return LedgerEntry(rec.uid, meta.get("namespace", ""), meta.get("name", ""), rec.job_id,
+                           created)
 
     def _ctx(self, pod: Pod) -> StatusContext:
         return StatusContext(now=now_rfc3339(), host_ip=self.settings.node.internal_ip,
@@ -298,7 +306,16 @@ class PodController:
                 rec.remote = known
                 await self._submitted(rec, pod, known.jid, adopted=True)
                 return
+            settle = rec.doubt_since + self.settings.plugin.timeout - time.time()
+            if rec.doubt_since and settle > 0:
+                # The crashed agent's create may still be running on the plugin (a slow sbatch):
+                # resubmitting now could make a second job. Ask again until it cannot be in
+                # flight any more (the plugin call timeout has passed since the intent).
+                log.info("pod %s: plugin does not know it yet; a create from before the restart "
+                         "may still be in flight, asking again (%.0fs left)", rec.ref, settle)
+                raise Retry(min(IN_FLIGHT_RECHECK_SECONDS, settle))
             rec.in_doubt = False
+            rec.doubt_since = 0.0
 
         down = DownwardValues(host_ip=self.settings.node.internal_ip,
                               pod_ip=submission.pod_ip(pod),
@@ -325,7 +342,7 @@ class PodController:
                              "mount remotely; the pod runs without them")
 
         # Durable intent before the create: a crash from here on leaves a trace to reconcile.
-        await self.ledger.record(self._entry(rec))
+        await self.ledger.record(self._entry(rec, intent=True))
         rec.in_doubt = True
         self.creates += 1
         try:
