@@ -261,6 +261,28 @@ async def test_resources_and_flags_become_sbatch_options_seen_by_scontrol(plugin
     assert comment == "two words # and a hash"
 
 
+async def test_run_as_user_runs_the_job_as_that_user(testbed: Testbed) -> None:
+    workdir = Path(tempfile.mkdtemp(prefix="vs-uid-", dir="/tmp"))
+    workdir.chmod(0o755)  # the job's user must reach its pod directory
+    p = Plugin(testbed, workdir, workdir)
+    p.singularity_log.touch(mode=0o666)  # the stand-in, run as that user, appends to it
+    p.singularity_log.chmod(0o666)
+    await p.start()
+    try:
+        pod = make_pod("asuser", containers=[{"name": "a", "image": "busybox", "command": ["id", "-u"]}])
+        pod["spec"]["securityContext"] = {"runAsUser": 65534}
+        job_id = await p.create(pod)
+        assert scontrol(testbed, job_id)["UserId"].startswith("nobody(65534)")
+        states = by_name(await p.wait_for(pod, terminated, "the pod to end"))
+        assert states["a"].state.terminated.exit_code == 0, await p.logs(pod, "a")
+        assert await p.logs(pod, "a", tail=1) == b"65534\n"
+    finally:
+        for pod in p.pods:
+            await p.c.delete(pod)
+        await p.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
 async def test_invalid_flags_fail_the_create_naming_the_flag(plugin: Plugin) -> None:
     pod = make_pod("badflags", containers=[{"name": "a", "image": "busybox", "command": ["true"]}],
                    annotations={"slurm-job.vk.io/flags": "--partition=debug\n--wrap=evil"})
