@@ -133,10 +133,23 @@ def test_files_are_read_from_the_go_layout(tmp_path: Path) -> None:
     files, error = read_files(tmp_path, [INIT, MAIN, SIDE])
     assert files["setup"].exit_code == 0 and files["setup"].started == datetime(2026, 1, 1, 12, 0, 0, 123456, tzinfo=UTC)
     assert files["main"].exit_code == 3 and files["main"].started is None
-    assert files["side"] == ContainerFiles()
+    assert files["side"] == ContainerFiles(legacy=True)  # no pod.json: written by the Go plugin
     assert error == "boom"
 
 
 def test_time_parser_accepts_nanoseconds_and_rejects_garbage() -> None:
     assert parse_time("2026-01-01T12:00:00.000000001Z") == datetime(2026, 1, 1, 12, tzinfo=UTC)
     assert parse_time("yesterday") is None
+
+
+def test_running_job_of_the_go_plugin_reports_its_containers_running_since_the_job_started() -> None:
+    s = status({"main": ContainerFiles(legacy=True)}, info("RUNNING"), [MAIN])
+    assert s["main"]["state"]["running"]["startedAt"] == "2026-01-01T12:00:00Z"
+
+
+def test_go_layout_is_recognised_by_the_missing_pod_json(tmp_path: Path) -> None:
+    files, _ = read_files(tmp_path, [MAIN])
+    assert files["main"].legacy
+    (tmp_path / "pod.json").write_text("{}")
+    files, _ = read_files(tmp_path, [MAIN])
+    assert not files["main"].legacy

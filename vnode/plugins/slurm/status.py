@@ -52,6 +52,9 @@ class ContainerFiles:
     started: datetime | None = None
     finished: datetime | None = None
     exit_code: int | None = None
+    # A job written by the Go plugin records no start: while SLURM runs it, its containers are
+    # taken as running since the job started (what the Go plugin reported).
+    legacy: bool = False
 
 
 def spec_containers(pod: Mapping[str, Any]) -> list[SpecContainer]:
@@ -86,6 +89,7 @@ def _read_time(path: Path) -> datetime | None:
 def read_files(pod_dir: Path, containers: Sequence[SpecContainer]) -> tuple[dict[str, ContainerFiles], str]:
     """Blocking: the state files of each container, and `job.error` (a failed volume setup)."""
     out: dict[str, ContainerFiles] = {}
+    legacy = not (pod_dir / "pod.json").exists()
     for c in containers:
         base = pod_dir / f"{c.kind}-{c.name}"
         code: int | None = None
@@ -94,7 +98,8 @@ def read_files(pod_dir: Path, containers: Sequence[SpecContainer]) -> tuple[dict
             code = int(text) if text.lstrip("-").isdigit() else None
         except (OSError, UnicodeDecodeError):
             pass
-        out[c.name] = ContainerFiles(_read_time(Path(f"{base}.started")), _read_time(Path(f"{base}.finished")), code)
+        out[c.name] = ContainerFiles(_read_time(Path(f"{base}.started")), _read_time(Path(f"{base}.finished")), code,
+                                     legacy=legacy)
     try:
         error = (pod_dir / "job.error").read_text(errors="replace").strip()
     except OSError:
@@ -139,8 +144,9 @@ def container_status(c: SpecContainer, files: ContainerFiles, job_id: str, info:
         message = f"container {what}: {job_error or job_message or 'the SLURM job is over'}"
         end = (info.end if info is not None else None) or files.started
         return _terminated(c, code, reason, message, files.started or (info.start if info else None), end)
-    if files.started is not None and phase is Phase.RUNNING:
-        return ContainerStatus(name=c.name, state=ContainerState(running=ContainerStateRunning(files.started)),
+    started = files.started or (info.start if files.legacy and info is not None and not c.init else None)
+    if started is not None and phase is Phase.RUNNING:
+        return ContainerStatus(name=c.name, state=ContainerState(running=ContainerStateRunning(started)),
                                ready=True, image=c.image, started=True)
     if phase is Phase.PENDING:
         why = info.reason if info is not None and info.reason not in ("", "None") else ""
