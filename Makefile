@@ -21,3 +21,10 @@ test-unit:
 bench: setup
 	$(PYTHON) -m pip install -q --root-user-action=ignore -e '.[bench]'
 	$(PYTHON) -m bench.run $(BENCH_ARGS)
+
+# The README's first command: the testbed, vnode's SLURM plugin and agent, an example pod offloaded to
+# SLURM, then kubectl get/logs/exec on it; everything it started is stopped at the end. KEEP=1 leaves
+# it all running (`hack/demo stop` stops it later). Logs and configs in /tmp/vnode-demo.
+.PHONY: demo
+demo: setup
+	$(PYTHON) hack/demo $(if $(filter-out 0 no false,$(KEEP)),--keep)
