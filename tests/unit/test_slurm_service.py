@@ -177,3 +177,21 @@ async def test_status_asks_squeue_once_for_many_pods(plugin: SlurmPlugin) -> Non
     statuses = await plugin.status(pods)
     assert [s.uid for s in statuses] == [p["metadata"]["uid"] for p in pods]
     assert fake(plugin).calls["squeue"] == 1
+
+
+async def test_ping_uses_the_resource_script_and_config_taints(tmp_path: Path) -> None:
+    script = tmp_path / "capacity.sh"
+    script.write_text('#!/bin/sh\necho \'{"status":"ok","resources":{"cpu":"64","memory":"256Gi","pods":"50"}}\'\n')
+    script.chmod(0o755)
+    config, _ = parse_config(f"DataRootFolder: {tmp_path / 'jobs'}\nResourceScriptPath: {script}\n"
+                             "Taints:\n  - Key: site\n    Value: hpc\n    Effect: NoSchedule\n", {})
+    service = SlurmPlugin(config)  # the real command layer: it runs the script
+    answer = await service.ping()
+    assert answer.to_wire() == {"status": "ok", "resources": {"cpu": "64", "memory": "256Gi", "pods": "50"},
+                                "taints": [{"key": "site", "value": "hpc", "effect": "NoSchedule"}]}
+
+
+async def test_ping_fails_transiently_when_the_resource_script_fails(tmp_path: Path) -> None:
+    config, _ = parse_config(f"DataRootFolder: {tmp_path / 'jobs'}\nResourceScriptPath: /bin/false\n", {})
+    with pytest.raises(TransientPluginError, match="ResourceScriptPath"):
+        await SlurmPlugin(config).ping()

@@ -10,6 +10,7 @@ different pods proceed in parallel. Status answers come from one batched, cached
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import secrets
 import time
@@ -18,7 +19,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from plugin_client.errors import PermanentPluginError, PodNotFound, TransientPluginError
+from plugin_client.errors import (
+    PermanentPluginError,
+    PodNotFound,
+    TransientPluginError,
+    WireFormatError,
+)
 from plugin_client.models import (
     Accelerator,
     CreateStruct,
@@ -272,6 +278,13 @@ class SlurmPlugin:
 
     # --- ping / system info -----------------------------------------------------------------------
     async def ping(self) -> PingResponse:
+        taints = None if self.config.taints is None else tuple(Taint(t.key, t.value, t.effect) for t in self.config.taints)
+        if self.config.resource_script_path:
+            try:
+                answer = PingResponse.from_wire(json.loads(await self.cli.resource_script(self.config.resource_script_path)))
+            except (TimeoutError, SlurmCommandError, ValueError, WireFormatError) as e:
+                raise TransientPluginError(f"ping: ResourceScriptPath: {e}", status=503) from None
+            return PingResponse(answer.status or "ok", answer.resources, taints if taints is not None else answer.taints)
         try:
             nodes = [n for n in await self.cli.sinfo() if usable(n)]
         except (TimeoutError, SlurmCommandError, ParseError) as e:
@@ -281,7 +294,6 @@ class SlurmPlugin:
             cpu=str(sum(n.cpus for n in nodes)), memory=f"{sum(n.memory_mib for n in nodes)}Mi",
             pods=str(self.config.pods_capacity),
             accelerators=(Accelerator(self.config.gpu_resource_name, str(gpus)),) if gpus else None)
-        taints = None if self.config.taints is None else tuple(Taint(t.key, t.value, t.effect) for t in self.config.taints)
         return PingResponse(status="ok", resources=resources, taints=taints)
 
     async def system_info(self) -> Mapping[str, Any]:
@@ -364,8 +376,6 @@ def _container_files(pod_dir: Path, container: str) -> ContainerFiles:
 
 
 def _read_exec_templates(pod_dir: Path) -> dict[str, list[str]]:
-    import json
-
     try:
         data = json.loads((pod_dir / EXEC_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):

@@ -144,6 +144,11 @@ class SlurmCli:
         result = await self.run("sinfo", self.config.sinfo, ["-s"])
         return result.stdout
 
+    async def resource_script(self, path: str) -> str:
+        """The site's capacity script (ResourceScriptPath): prints a PingResponse as JSON."""
+        result = await self.run("resource-script", (path,), [])
+        return result.stdout
+
     async def srun(self, args: Sequence[str], *, stdin: int | None, stdout: int | None, stderr: int | None,
                    env: Mapping[str, str] | None = None, start_new_session: bool = True) -> asyncio.subprocess.Process:
         """Start `srun ARGS` with the given stdio (pipes or a pty's fds); the caller owns the process."""
