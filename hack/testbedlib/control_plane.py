@@ -6,14 +6,7 @@ import subprocess
 
 from . import pki
 from .component import Component, ComponentError, http_probe, tls_context
-from .layout import (
-    APISERVER_PORT,
-    CONTROLLER_MANAGER_PORT,
-    ETCD_CLIENT_PORT,
-    ETCD_PEER_PORT,
-    SCHEDULER_PORT,
-    Layout,
-)
+from .layout import Layout
 
 # NotReady after 20 s without a heartbeat instead of 50 s: node-lifecycle tests stay short while the
 # semantics (lease expiry → NotReady → taints → eviction after the toleration) stay the real ones.
@@ -42,11 +35,14 @@ subjects:
 def components(layout: Layout, owner: str) -> dict[str, Component]:
     b, p, k = layout.bin_dir, layout.pki_dir, layout.kube_dir
     logs, run = layout.log_dir, layout.run_dir
+    # The instance's ports (the defaults for the shared instance, so its command lines never change).
+    etcd_port, peer_port = layout.etcd_client_port, layout.etcd_peer_port
+    api_port, kcm_port, sched_port = layout.apiserver_port, layout.controller_manager_port, layout.scheduler_port
 
     def comp(name: str, argv: list[str], probe, port: int, **kw) -> Component:
         return Component(name, argv, logs / f"{name}.log", probe, run, owner, port=port, **kw)
 
-    etcd_url = f"http://127.0.0.1:{ETCD_CLIENT_PORT}"
+    etcd_url = f"http://127.0.0.1:{etcd_port}"
     etcd = comp(
         "etcd",
         [
@@ -55,14 +51,14 @@ def components(layout: Layout, owner: str) -> dict[str, Component]:
             f"--data-dir={layout.etcd_data}",
             f"--listen-client-urls={etcd_url}",
             f"--advertise-client-urls={etcd_url}",
-            f"--listen-peer-urls=http://127.0.0.1:{ETCD_PEER_PORT}",
-            f"--initial-advertise-peer-urls=http://127.0.0.1:{ETCD_PEER_PORT}",
-            f"--initial-cluster=testbed=http://127.0.0.1:{ETCD_PEER_PORT}",
+            f"--listen-peer-urls=http://127.0.0.1:{peer_port}",
+            f"--initial-advertise-peer-urls=http://127.0.0.1:{peer_port}",
+            f"--initial-cluster=testbed=http://127.0.0.1:{peer_port}",
             "--unsafe-no-fsync",  # a disposable test store: trade durability on power loss for speed
             "--log-level=warn",
         ],
         http_probe(f"{etcd_url}/health", expect='"health":"true"'),
-        ETCD_CLIENT_PORT,
+        etcd_port,
     )
 
     admin_tls = tls_context(p / "ca.crt", p / "admin.crt", p / "admin.key")
@@ -72,7 +68,7 @@ def components(layout: Layout, owner: str) -> dict[str, Component]:
             str(b / "kube-apiserver"),
             f"--etcd-servers={etcd_url}",
             "--bind-address=127.0.0.1",
-            f"--secure-port={APISERVER_PORT}",
+            f"--secure-port={api_port}",
             # Without an explicit address the apiserver would advertise eth0's; we stay on loopback.
             "--advertise-address=127.0.0.1",
             # Endpoints validation rejects loopback IPs, so the `kubernetes` Service gets no endpoints
@@ -102,8 +98,8 @@ def components(layout: Layout, owner: str) -> dict[str, Component]:
             f"--proxy-client-key-file={p / 'front-proxy-client.key'}",
             "--profiling=false",
         ],
-        http_probe(f"https://127.0.0.1:{APISERVER_PORT}/readyz", admin_tls, expect="ok"),
-        APISERVER_PORT,
+        http_probe(f"https://127.0.0.1:{api_port}/readyz", admin_tls, expect="ok"),
+        api_port,
         config_files=[p / "apiserver.crt", p / "sa.pub"],
         ready_timeout=120,
     )
@@ -117,7 +113,7 @@ def components(layout: Layout, owner: str) -> dict[str, Component]:
             f"--authentication-kubeconfig={kcm_kc}",
             f"--authorization-kubeconfig={kcm_kc}",
             "--bind-address=127.0.0.1",
-            f"--secure-port={CONTROLLER_MANAGER_PORT}",
+            f"--secure-port={kcm_port}",
             "--leader-elect=false",  # a single instance; leader election would only add start latency
             "--controllers=*",  # the default set: node lifecycle, GC, csrsigning, service accounts, ...
             f"--service-account-private-key-file={p / 'sa.key'}",
@@ -129,8 +125,8 @@ def components(layout: Layout, owner: str) -> dict[str, Component]:
             f"--cluster-name={pki.CLUSTER_NAME}",
             f"--node-monitor-grace-period={NODE_MONITOR_GRACE_PERIOD}",
         ],
-        http_probe(f"https://127.0.0.1:{CONTROLLER_MANAGER_PORT}/healthz", tls_context(), expect="ok"),
-        CONTROLLER_MANAGER_PORT,
+        http_probe(f"https://127.0.0.1:{kcm_port}/healthz", tls_context(), expect="ok"),
+        kcm_port,
         config_files=[kcm_kc],
     )
 
@@ -143,11 +139,11 @@ def components(layout: Layout, owner: str) -> dict[str, Component]:
             f"--authentication-kubeconfig={sched_kc}",
             f"--authorization-kubeconfig={sched_kc}",
             "--bind-address=127.0.0.1",
-            f"--secure-port={SCHEDULER_PORT}",
+            f"--secure-port={sched_port}",
             "--leader-elect=false",
         ],
-        http_probe(f"https://127.0.0.1:{SCHEDULER_PORT}/healthz", tls_context(), expect="ok"),
-        SCHEDULER_PORT,
+        http_probe(f"https://127.0.0.1:{sched_port}/healthz", tls_context(), expect="ok"),
+        sched_port,
         config_files=[sched_kc],
     )
     return {c.name: c for c in (etcd, apiserver, controller_manager, scheduler)}
