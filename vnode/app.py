@@ -178,6 +178,7 @@ class App:
         ledger = JobLedger(objects, s.pods.state_namespace, s.node.name)
         pods = PodController(PodApi(kube), objects, plugin, recorder, ledger, s,
                              node_allocatable=lambda: nodestatus.capacity(s, node.health.ping))
+        node.on_health_change = lambda health: pods.on_plugin_health(health.reachable)
         informer = Informer(kube, "/api/v1/pods", pods.on_pod_event,
                             field_selector=f"spec.nodeName={s.node.name}", name="pod-informer")
         self.agent = Agent(kube, plugin, recorder, node, lease, ledger, pods, informer)

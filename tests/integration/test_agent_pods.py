@@ -22,6 +22,7 @@ from tests.agent_support import (
     wait_event,
     wait_gone,
     wait_phase,
+    wait_ready,
 )
 from tests.conftest import Testbed
 from tests.fakeplugin import FakeBackend
@@ -286,3 +287,30 @@ async def test_transient_submit_failures_retry_and_repeat_as_one_counted_event(
             return failed[0] if len(failed) == 1 and failed[0].get("count", 0) == 3 else None
         event = await eventually(counted, "one SubmitFailed event counted 3 times")
         assert "will retry" in event["message"] and "slurmctld not responding" in event["message"]
+
+
+async def test_pods_marked_not_ready_during_a_plugin_outage_are_ready_again_after_it(
+        testbed: Testbed, ns: str) -> None:
+    async with running_agent(testbed) as agent:
+        await kapply(testbed, pod_manifest("steady", ns, agent.node))
+        await wait_phase(testbed, ns, "steady", "Running")
+
+        async def ready(status: str) -> bool:
+            pod = await kget(testbed, "pod", "steady", "-n", ns)
+            conds = {c["type"]: c["status"] for c in (pod or {}).get("status", {}).get("conditions", [])}
+            return conds.get("Ready") == status
+
+        await eventually(lambda: ready("True"), "the pod Ready")
+        await agent.plugin.stop()
+        await wait_ready(testbed, agent.node, "False")
+        # Another actor (e.g. the node lifecycle controller after a lost heartbeat) marks the pod
+        # NotReady while the plugin cannot tell us anything.
+        await testbed.akubectl("patch", "pod", "steady", "-n", ns, "--subresource=status",
+                               "--type=strategic", "-p", json.dumps({"status": {"conditions": [
+                                   {"type": "Ready", "status": "False", "reason": "NodeNotReady"}]}}))
+        await eventually(lambda: ready("False"), "the pod marked NotReady")
+        await agent.plugin.start()
+        await eventually(lambda: ready("True"), "the agent to make the pod Ready again")
+        pod = await kget(testbed, "pod", "steady", "-n", ns)
+        assert pod["status"]["phase"] == "Running"
+        assert agent.backend.create_count(pod["metadata"]["uid"]) == 1

@@ -559,3 +559,26 @@ async def test_an_intent_older_than_the_plugin_timeout_is_submitted_once() -> No
         assert h.backend.create_count("u1") == 1
     finally:
         await h.close()
+
+
+async def test_statuses_are_not_written_while_the_plugin_is_unreachable_and_resynced_after(
+        h: Harness) -> None:
+    await h.start()
+    h.api.add_pod(make_pod("u1"))
+    await h.settle()
+    await h.poll()
+    assert h.pod("u1")["status"]["phase"] == "Running"
+    h.ctrl.on_plugin_health(False)
+    # The KCM marks the pod NotReady when the Node goes NotReady.
+    pod = h.pod("u1")
+    for cond in pod["status"]["conditions"]:
+        if cond["type"] in ("Ready", "ContainersReady"):
+            cond["status"] = "False"
+    h.api._changed(pod)
+    await h.settle()
+    ready = next(c for c in h.pod("u1")["status"]["conditions"] if c["type"] == "Ready")
+    assert ready["status"] == "False"  # not fought over while we know nothing
+    h.ctrl.on_plugin_health(True)
+    await h.settle()
+    ready = next(c for c in h.pod("u1")["status"]["conditions"] if c["type"] == "Ready")
+    assert ready["status"] == "True"

@@ -129,6 +129,10 @@ class PodController:
         self._poke = asyncio.Event()
         self.started = False
         self._token_notices: set[tuple[str, str]] = set()
+        # While the plugin does not answer pings, the statuses we hold are stale: write none, and
+        # re-sync every pod once it is back (this also undoes the KCM marking pods NotReady when
+        # the Node went NotReady, virtual-kubelet #899).
+        self.plugin_reachable = True
         # ConfigMaps/Secrets fetched in the last few seconds, by (kind, namespace, name): a burst
         # of pods referencing the same object (kube-root-ca.crt, a shared config) costs one GET.
         self._object_cache: dict[tuple[str, str, str], tuple[float, Any]] = {}
@@ -479,9 +483,19 @@ class PodController:
 
     # -- status ----------------------------------------------------------------------------------
 
+    def on_plugin_health(self, reachable: bool) -> None:
+        """Called by the node controller when the plugin's ping result flips."""
+        was, self.plugin_reachable = self.plugin_reachable, reachable
+        if reachable and not was and self.started:
+            for uid in list(self.records):
+                self.queue.add(uid)
+            self.poke_status()
+
     async def _write_remote_status(self, rec: PodRecord, pod: Pod) -> None:
         if rec.remote is None:
             return  # nothing known yet; the status poller asks right after a submit
+        if not self.plugin_reachable:
+            return
         try:
             desired_or_none = podstatus.remote_status(pod, rec.remote, self._ctx(pod))
         except (ValueError, KeyError, TypeError, AttributeError) as err:
