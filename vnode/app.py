@@ -171,7 +171,7 @@ class App:
         kube = await KubeClient.connect(s.kube.kubeconfig or None, qps=s.kube.qps, burst=s.kube.burst)
         plugin = PluginClient(plugin_client_config(s))
         recorder = EventRecorder(kube, host=s.node.name)
-        node = NodeController(NodeApi(kube), plugin, s)
+        node = NodeController(NodeApi(kube), plugin, s, recorder=recorder)
         lease = LeaseController(LeaseApi(kube), s.node.name, lambda: node.uid,
                                 duration=s.node.lease_duration, renew_period=s.node.lease_renew_period)
         objects = ObjectApi(kube)

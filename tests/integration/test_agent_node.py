@@ -81,6 +81,13 @@ async def test_a_plugin_outage_flips_ready_and_back(testbed: Testbed) -> None:
         up = await wait_ready(testbed, agent.node, "True")
         assert up["reason"] == "KubeletReady"
 
+        async def node_events() -> list[str] | None:
+            events = await kget(testbed, "events", "-n", "default",
+                                f"--field-selector=involvedObject.name={agent.node}")
+            reasons = [e["reason"] for e in (events or {}).get("items", [])]
+            return reasons if {"NodeNotReady", "NodeReady"} <= set(reasons) else None
+        await eventually(node_events, "NodeNotReady and NodeReady events on the node")
+
 
 async def test_ping_reported_resources_and_taints_update_the_node(testbed: Testbed) -> None:
     backend = FakeBackend(ping_response=PingResponse(

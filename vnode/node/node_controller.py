@@ -21,6 +21,7 @@ from typing import Any
 from plugin_client.errors import PluginError
 from vnode import __version__
 from vnode.kube.errors import AlreadyExists, Conflict, KubeError, NotFound
+from vnode.kube.events import NORMAL, WARNING, EventRecorder, ObjectRef
 from vnode.kube.resources import NodeApi
 from vnode.node import nodestatus
 from vnode.node.nodestatus import PluginHealth
@@ -36,7 +37,8 @@ Obj = dict[str, Any]
 class NodeController:
     def __init__(self, nodes: NodeApi, provider: Provider, settings: Settings, *,
                  clock: Callable[[], float] = time.monotonic,
-                 on_health_change: Callable[[PluginHealth], None] | None = None) -> None:
+                 on_health_change: Callable[[PluginHealth], None] | None = None,
+                 recorder: EventRecorder | None = None) -> None:
         self.nodes = nodes
         self.provider = provider
         self.settings = settings
@@ -45,6 +47,7 @@ class NodeController:
         self.health = PluginHealth.unknown(settings.plugin.endpoint)
         self.node: Obj | None = None
         self.on_health_change = on_health_change
+        self.recorder = recorder
         self._last_status_write = float("-inf")
         self.status_writes = 0
         self.ready_event = asyncio.Event()  # set while the plugin answers pings
@@ -77,6 +80,15 @@ class NodeController:
             self.ready_event.clear()
         if changed and self.on_health_change is not None:
             self.on_health_change(health)
+        if changed and self.recorder is not None and self.node is not None:
+            # Like the kubelet's NodeReady/NodeNotReady events; the kubelet uses the node name
+            # as the involved object's uid.
+            ref = ObjectRef("Node", "", self.name, self.name)
+            if health.reachable:
+                self.recorder.emit(ref, NORMAL, "NodeReady", f"plugin {endpoint} answers again")
+            else:
+                self.recorder.emit(ref, WARNING, "NodeNotReady",
+                                   f"plugin {endpoint} is unreachable: {health.error}")
         return health
 
     async def register(self) -> Obj:
