@@ -180,6 +180,14 @@ def child_pids(pid: int) -> list[int]:
     return kids
 
 
+def descendant_pids(pid: int) -> list[int]:
+    """Every descendant of `pid`, deepest first."""
+    out: list[int] = []
+    for kid in child_pids(pid):
+        out += descendant_pids(kid) + [kid]
+    return out
+
+
 @dataclass
 class Proc:
     """A process a test starts, with its output in a log file. stop() sends SIGTERM to the pid it
@@ -220,7 +228,7 @@ class Proc:
         if not self.running:
             return None if self.proc is None else int(self.proc.returncode)
         if tree:
-            for kid in child_pids(self.pid):
+            for kid in descendant_pids(self.pid):
                 try:
                     os.kill(kid, signal.SIGTERM)
                 except ProcessLookupError:
@@ -289,3 +297,37 @@ def ssh_keygen(path: Path, comment: str) -> str:
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)], check=True,
                    capture_output=True, timeout=30)
     return Path(f"{path}.pub").read_text().strip()
+
+
+# --- the agent as the chart's Deployment starts it -------------------------------------------------
+
+CONFIG_IN_POD = "/etc/interlink/InterLinkConfig.yaml"
+
+
+def agent_command(rendered: Rendered, config: Path, kubeconfig: Path) -> tuple[list[str], dict[str, str]]:
+    """The vk container's args and env from the rendered Deployment, with the config file at
+    `config`, POD_IP as the downward API would set it (loopback here: the apiserver reaches the
+    kubelet port there), and `kubeconfig` instead of the in-cluster ServiceAccount token."""
+    import os
+    import sys
+
+    vk = rendered.container("vk")
+    args = [str(config) if a == CONFIG_IN_POD else a for a in vk["args"]]
+    env = {k: v for k, v in os.environ.items() if k not in ("KUBECONFIG", "NODENAME", "CONFIGPATH")}
+    for var in vk["env"]:
+        if "value" in var:
+            env[var["name"]] = str(config) if var["value"] == CONFIG_IN_POD else var["value"]
+    pod_ip = next(var for var in vk["env"] if var["name"] == "POD_IP")
+    assert pod_ip["valueFrom"] == {"fieldRef": {"fieldPath": "status.podIP"}}
+    env["POD_IP"] = "127.0.0.1"
+    env["KUBECONFIG"] = str(kubeconfig)
+    env["PYTHONPATH"] = str(REPO)
+    return [sys.executable, "-m", "vnode", *args], env
+
+
+async def start_chart_agent(rendered: Rendered, workdir: Path, kubeconfig: Path) -> Proc:
+    """The agent with the rendered ConfigMap's config, started like the chart's vk container."""
+    config = workdir / "InterLinkConfig.yaml"
+    config.write_text(rendered.agent_config_text())
+    argv, env = agent_command(rendered, config, kubeconfig)
+    return await Proc(argv, workdir / "agent.log", env, cwd=workdir).start()

@@ -10,7 +10,14 @@ import pytest
 import yaml
 
 from tests.conftest import Testbed
-from tests.deploy_support import CHART, EXAMPLES, MY_VALUES, documents, helm_bin, helm_template
+from tests.deploy_support import (
+    CHART,
+    EXAMPLES,
+    MY_VALUES,
+    documents,
+    helm_bin,
+    helm_template,
+)
 
 pytestmark = pytest.mark.integration
 MANIFESTS = CHART.parents[1] / "manifests"

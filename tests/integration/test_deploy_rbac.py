@@ -8,9 +8,7 @@ approved itself) and deletes pods, while anything outside the chart's RBAC is re
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -20,12 +18,27 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.agent_support import cleanup_node, eventually, kget, short_socket_dir, wait_phase, wait_ready
-from tests.conftest import REPO, Testbed
-from tests.deploy_support import EXAMPLES, MY_VALUES, Proc, Rendered, free_port, render, start_slurm_plugin
+from tests.agent_support import (
+    cleanup_node,
+    eventually,
+    kget,
+    short_socket_dir,
+    wait_phase,
+    wait_ready,
+)
+from tests.conftest import Testbed
+from tests.deploy_support import (
+    EXAMPLES,
+    MY_VALUES,
+    Proc,
+    Rendered,
+    free_port,
+    render,
+    start_chart_agent,
+    start_slurm_plugin,
+)
 
 pytestmark = pytest.mark.integration
-CONFIG_IN_POD = "/etc/interlink/InterLinkConfig.yaml"
 RBAC_KINDS = ("ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "ConfigMap")
 # Fast loops for a test (vnode's own keys, passed through the chart's vnode.extraConfig).
 FAST = {"PingPeriodSeconds": 1, "StatusPeriodSeconds": 0.5, "MissingReferenceRetrySeconds": 0.5}
@@ -56,23 +69,6 @@ def service_account_kubeconfig(testbed: Testbed, token: str, path: Path) -> Path
     return path
 
 
-def agent_command(rendered: Rendered, config: Path, kubeconfig: Path) -> tuple[list[str], dict[str, str]]:
-    """The vk container's args and env from the rendered Deployment, with the config file and POD_IP
-    a pod would get, and the ServiceAccount's kubeconfig instead of the in-cluster token."""
-    vk = rendered.container("vk")
-    args = [config.as_posix() if a == CONFIG_IN_POD else a for a in vk["args"]]
-    env = {k: v for k, v in os.environ.items() if k not in ("KUBECONFIG", "NODENAME", "CONFIGPATH")}
-    for var in vk["env"]:
-        if "value" in var:
-            env[var["name"]] = str(config) if var["value"] == CONFIG_IN_POD else var["value"]
-    pod_ip = next(var for var in vk["env"] if var["name"] == "POD_IP")
-    assert pod_ip["valueFrom"] == {"fieldRef": {"fieldPath": "status.podIP"}}
-    env["POD_IP"] = "127.0.0.1"  # status.podIP: the apiserver reaches the kubelet port here
-    env["KUBECONFIG"] = str(kubeconfig)
-    env["PYTHONPATH"] = str(REPO)
-    return [sys.executable, "-m", "vnode", *args], env
-
-
 async def apply(testbed: Testbed, docs: list[dict[str, Any]], namespace: str | None = None) -> None:
     ns = ["-n", namespace] if namespace else []
     await testbed.akubectl("apply", *ns, "-f", "-", input=yaml.safe_dump_all(docs))
@@ -95,11 +91,8 @@ async def chart_agent(testbed: Testbed, namespace: str, unique_name: Callable[[s
     try:
         token = (await testbed.akubectl("create", "token", node, "-n", namespace, "--duration=2h")).stdout.strip()
         kubeconfig = service_account_kubeconfig(testbed, token, tmp_path / "sa.kubeconfig")
-        config = tmp_path / "InterLinkConfig.yaml"
-        config.write_text(rendered.agent_config_text())
         plugin = await start_slurm_plugin(testbed, tmp_path / "hpc", sockets / "plugin.sock")
-        argv, env = agent_command(rendered, config, kubeconfig)
-        agent = await Proc(argv, tmp_path / "agent.log", env, cwd=tmp_path).start()
+        agent = await start_chart_agent(rendered, tmp_path, kubeconfig)
         yield ChartAgent(node, namespace, rendered, kubeconfig, agent, plugin)
     finally:
         for proc in (agent, plugin):

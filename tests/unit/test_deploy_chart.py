@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.deploy_support import EXAMPLES, MY_VALUES, RenderError, Rendered, render
+from tests.deploy_support import EXAMPLES, MY_VALUES, Rendered, RenderError, render
 from vnode.settings import settings_from_yaml
 
 # interLink's chart README / examples, as its users write them (keys and shapes only).

@@ -12,7 +12,13 @@ import pytest
 import yaml
 
 from tests.conftest import REPO
-from tests.deploy_support import CHART, Instruction, copy_sources, dockerfile_instructions, pip_steps
+from tests.deploy_support import (
+    CHART,
+    Instruction,
+    copy_sources,
+    dockerfile_instructions,
+    pip_steps,
+)
 
 IMAGES = REPO / "deploy" / "images"
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())

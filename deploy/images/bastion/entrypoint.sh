@@ -27,6 +27,7 @@ keys_dir=${BASTION_KEYS_DIR:-/etc/vnode-bastion/keys}
 config=${BASTION_SSHD_CONFIG:-/etc/vnode-bastion/sshd_config}
 state=${BASTION_STATE_DIR:-/etc/ssh/vnode}
 sshd=${SSHD:-/usr/sbin/sshd}
+port=${BASTION_PORT:-2222}  # the container port the chart's Service targets
 
 # sshd's privilege-separation directory (Debian's init script creates it; there is none here).
 mkdir -p /run/sshd
@@ -65,8 +66,15 @@ elif [ ! -f "$hostkey" ]; then
 fi
 echo "vnode-ssh: host key $(ssh-keygen -l -f "$hostkey")" >&2
 
-# Command-line options come first and win over the config file.
-exec "$sshd" -D -e -f "$config" \
+# Command-line options come first and win over the config file (Port and ListenAddress add up,
+# so the config file sets neither).
+listen=
+if [ -n "${BASTION_LISTEN:-}" ]; then
+  listen="-o ListenAddress=$BASTION_LISTEN"
+fi
+# shellcheck disable=SC2086  # $listen is one option or nothing
+exec "$sshd" -D -e -f "$config" $listen \
+  -o "Port=$port" \
   -o "HostKey=$hostkey" \
   -o "AuthorizedKeysFile=$auth" \
   -o "AllowUsers=$user" \
