@@ -96,7 +96,7 @@ class KubeClient:
             await kube_config.load_kube_config(config_file=path, client_configuration=cfg,
                                                persist_config=False)
         else:
-            kube_config.load_incluster_config(client_configuration=cfg)
+            kube_config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
         return cls(cfg, **kwargs)
 
     def _session(self) -> RESTClientObject:

@@ -349,7 +349,7 @@ def expand_command(container: Container, env: list[EnvVar]) -> Container:
     out: Container = dict(container)  # type: ignore[assignment]
     for key in ("command", "args"):
         if key in container:
-            out[key] = [expand(str(arg), values.get) for arg in container[key]]  # type: ignore[literal-required]
+            out[key] = [expand(str(arg), values.get) for arg in container[key]]
     return out
 
 

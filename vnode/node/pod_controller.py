@@ -47,7 +47,7 @@ from vnode.kube.events import NORMAL, WARNING, EventRecorder
 from vnode.kube.informer import ADDED, DELETED, MODIFIED, uid_of
 from vnode.kube.resources import ObjectApi, PodApi
 from vnode.kube.retry import Backoff
-from vnode.kube.types import Pod
+from vnode.kube.types import Pod, PodStatus
 from vnode.node import podstatus, submission
 from vnode.node.env import DownwardValues, InvalidPodSpec, MissingReference, References
 from vnode.node.ledger import JobLedger, LedgerEntry
@@ -268,7 +268,7 @@ class PodController:
         return StatusContext(now=now_rfc3339(), host_ip=self.settings.node.internal_ip,
                              pod_ip=submission.pod_ip(pod))
 
-    async def _write_status(self, rec: PodRecord, pod: Pod, desired: podstatus.PodStatus) -> None:
+    async def _write_status(self, rec: PodRecord, pod: Pod, desired: PodStatus) -> None:
         patch = podstatus.status_patch(pod, desired)
         if patch is None:
             return
@@ -433,8 +433,8 @@ class PodController:
             if isinstance(result, BaseException):
                 raise result
         refs = References(
-            configmaps=dict(zip(cm_names, results[:len(cm_names)], strict=True)),  # type: ignore[arg-type]
-            secrets=dict(zip(sec_names, results[len(cm_names):len(cm_names) + len(sec_names)],  # type: ignore[arg-type]
+            configmaps=dict(zip(cm_names, results[:len(cm_names)], strict=True)),
+            secrets=dict(zip(sec_names, results[len(cm_names):len(cm_names) + len(sec_names)],
                              strict=True)))
         token_values = results[len(cm_names) + len(sec_names):]
         tokens = {(t.volume, t.path): str(v) for t, v in zip(need.tokens, token_values, strict=True)}

@@ -316,18 +316,18 @@ def status_patch(pod: Pod, desired: PodStatus) -> dict[str, Any] | None:
     for key in OWNED_SCALARS:
         if key in desired:
             if current.get(key) != desired.get(key):
-                patch[key] = desired.get(key)  # type: ignore[misc]
+                patch[key] = desired.get(key)
         elif key in ("reason", "message") and current.get(key):
             patch[key] = None
     for key in ("containerStatuses", "initContainerStatuses"):
-        if key in desired and _comparable(current.get(key)) != _comparable(desired.get(key)):  # type: ignore[misc]
-            patch[key] = desired.get(key)  # type: ignore[misc]
+        if key in desired and _comparable(current.get(key)) != _comparable(desired.get(key)):
+            patch[key] = desired.get(key)
     conds = _condition_diff(current.get("conditions") or [], desired.get("conditions") or [])
     if conds:
         patch["conditions"] = conds
     for key in ("hostIPs", "podIPs"):
         if key in desired:
-            diff = _ip_list_diff(current.get(key) or [], desired.get(key) or [])  # type: ignore[misc,arg-type]
+            diff = _ip_list_diff(current.get(key) or [], desired.get(key) or [])  # type: ignore[arg-type]
             if diff:
                 patch[key] = diff
     if not patch:

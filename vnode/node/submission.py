@@ -96,11 +96,11 @@ def build(pod: Pod, refs: References, tokens: dict[tuple[str, str], str], down: 
             if env.invalid_keys:
                 invalid[container.get("name", "")] = env.invalid_keys
             fresh = expand_command(container, env.env)
-            fresh.pop("envFrom", None)  # type: ignore[misc]
+            fresh.pop("envFrom", None)
             if env.env:
                 fresh["env"] = env.env
             else:
-                fresh.pop("env", None)  # type: ignore[misc]
+                fresh.pop("env", None)
             resolved.append(fresh)
         if key in spec:
             spec[key] = resolved
