@@ -331,3 +331,12 @@ async def start_chart_agent(rendered: Rendered, workdir: Path, kubeconfig: Path)
     config.write_text(rendered.agent_config_text())
     argv, env = agent_command(rendered, config, kubeconfig)
     return await Proc(argv, workdir / "agent.log", env, cwd=workdir).start()
+
+
+async def kget_one(testbed: Any, *args: str) -> dict[str, Any]:
+    """`kubectl get ARGS -o json` of an object that must exist."""
+    from tests.agent_support import kget
+
+    obj = await kget(testbed, *args)
+    assert obj is not None, f"kubectl get {' '.join(args)}: not found"
+    return dict(obj)

@@ -23,6 +23,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
 MODULE = "helm.sh/helm/v3"
 COMMAND = f"{MODULE}/cmd/helm"
@@ -120,7 +121,7 @@ def ldflags(version: str, git_commit: str, k8s: tuple[str, str]) -> str:
 # --- I/O -----------------------------------------------------------------------------------------
 
 
-def _go(args: list[str], cwd: Path, log, timeout: float = 3600) -> str:
+def _go(args: list[str], cwd: Path, log: TextIO, timeout: float = 3600) -> str:
     log.write(f"$ go {' '.join(args)}\n")
     log.flush()
     proc = subprocess.run(["go", *args], cwd=cwd, env={**os.environ, **GO_ENV}, capture_output=True,

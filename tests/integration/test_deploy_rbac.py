@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 import yaml
 
@@ -33,6 +34,7 @@ from tests.deploy_support import (
     Proc,
     Rendered,
     free_port,
+    kget_one,
     render,
     start_chart_agent,
     start_slurm_plugin,
@@ -142,7 +144,7 @@ async def test_the_charts_rbac_is_enough_to_run_the_example_pods_with_logs_and_e
     started = time.time()
     ready = await wait_ready(testbed, a.node)
     assert ready["status"] == "True", a.agent.log()
-    node = await kget(testbed, "node", a.node)
+    node = await kget_one(testbed, "node", a.node)
     assert node["metadata"]["labels"]["site"] == "hpc-demo"  # my-values.yaml's nodeLabels
     assert (node["status"]["capacity"]["cpu"], node["status"]["capacity"]["memory"]) == ("8", "16Gi")
     assert await kget(testbed, "lease", a.node, "-n", "kube-node-lease") is not None
@@ -181,7 +183,7 @@ async def test_the_charts_rbac_is_enough_to_run_the_example_pods_with_logs_and_e
     assert (await logs(testbed, ns, "vnode-quickstart")).endswith("FINISHED!\n")
     slurm_log = await logs(testbed, ns, "vnode-slurm-job")
     assert "pre-exec ran in job" in slurm_log, slurm_log
-    job = (await kget(testbed, "pod", "vnode-slurm-job", "-n", ns))["metadata"]["annotations"]["JobID"]
+    job = (await kget_one(testbed, "pod", "vnode-slurm-job", "-n", ns))["metadata"]["annotations"]["JobID"]
     assert testbed.sacct_states([job])[job][0] == "COMPLETED"
     accounted = testbed.run([testbed.sacct, "-j", job, "-X", "-n", "--parsable2", "-o", "Partition,Timelimit,AllocCPUS"])
     assert accounted.stdout.strip() == "debug|00:10:00|2", accounted.stdout
@@ -197,7 +199,7 @@ async def test_the_charts_rbac_is_enough_to_run_the_example_pods_with_logs_and_e
     # deleting a pod: the agent removes the remote job and the API object (pods delete)
     await testbed.akubectl("delete", "pod", "-n", ns, "vnode-hostpath", "--wait=true", "--timeout=120s")
     # the agent's events (events create/patch)
-    events = (await kget(testbed, "events", "-n", ns))["items"]
+    events = (await kget_one(testbed, "events", "-n", ns))["items"]
     submitted = {e["involvedObject"]["name"] for e in events
                  if e["reason"] == "Submitted" and e.get("source", {}).get("host") == a.node}
     assert {"vnode-quickstart", "vnode-slurm-job", "vnode-secret-env", "with-token"} <= submitted, submitted
@@ -227,3 +229,20 @@ async def test_requests_outside_the_charts_rbac_are_denied(testbed: Testbed, cha
         assert mine.returncode == 0 and mine.stdout.strip() == f"node/{a.node}"
     finally:
         await testbed.akubectl("delete", "node", other, "--ignore-not-found", "--wait=false", check=False)
+
+
+async def test_the_deployments_probes_answer_on_the_agents_health_port(testbed: Testbed,
+                                                                       chart_agent: ChartAgent) -> None:
+    vk = chart_agent.rendered.container("vk")
+    ports = {p["name"]: p["containerPort"] for p in vk["ports"]}
+    await wait_ready(testbed, chart_agent.node)
+    async with aiohttp.ClientSession() as session:
+        for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+            get = vk[probe]["httpGet"]
+            url = f"http://127.0.0.1:{ports[get['port']]}{get['path']}"
+            async with session.get(url) as response:
+                assert response.status == 200, f"{probe} {url}: {response.status}"
+    # the kubelet port is the other one the chart declares, and it wants authentication
+    async with aiohttp.ClientSession() as session, \
+            session.get(f"https://127.0.0.1:{ports['kubelet']}/pods", ssl=False) as response:
+        assert response.status == 401

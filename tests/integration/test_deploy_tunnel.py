@@ -34,7 +34,6 @@ import yaml
 from tests.agent_support import (
     cleanup_node,
     eventually,
-    kget,
     node_condition,
     short_socket_dir,
     wait_phase,
@@ -46,6 +45,7 @@ from tests.deploy_support import (
     Proc,
     Rendered,
     free_port,
+    kget_one,
     render,
     ssh_keygen,
     start_chart_agent,
@@ -209,7 +209,7 @@ async def test_pods_run_and_logs_stream_through_an_ssh_local_forward_and_ready_f
                     cond = await wait_not_ready(testbed, node)
                     assert cond["reason"] == "PluginUnreachable", cond
                     assert str(sides.agent_socket) in cond["message"] and "unreachable" in cond["message"], cond
-                    during = await kget(testbed, "pod", "ticker", "-n", namespace)
+                    during = await kget_one(testbed, "pod", "ticker", "-n", namespace)
                     assert during["metadata"]["uid"] == running_pod["metadata"]["uid"]
                     assert during["status"]["phase"] == "Running"
 

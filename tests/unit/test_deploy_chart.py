@@ -15,20 +15,20 @@ from tests.deploy_support import EXAMPLES, MY_VALUES, Rendered, RenderError, ren
 from vnode.settings import settings_from_yaml
 
 # interLink's chart README / examples, as its users write them (keys and shapes only).
-INTERLINK_EDGE_REST = {
+INTERLINK_EDGE_REST: dict[str, Any] = {
     "nodeName": "interlink-with-rest",
     "interlink": {"address": "https://remote_oauth2_proxy_endpoint", "port": 30443},
     "virtualNode": {"CPUs": 1000, "MemGiB": 1600, "Pods": 100, "httpProxies": {"HTTP": None, "HTTPs": None}},
     "OAUTH": {"enabled": True, "TokenURL": "DUMMY", "ClientID": "DUMMY", "ClientSecret": "DUMMY",
               "RefreshToken": "DUMMY", "GrantType": "authorization_code", "Audience": "DUMMY"},
 }
-INTERLINK_EDGE_SOCKET = {
+INTERLINK_EDGE_SOCKET: dict[str, Any] = {
     "nodeName": "interlink-with-socket",
     "interlink": {"enabled": True, "socket": "unix:///var/run/interlink.sock"},
     "plugin": {"address": "http://localhost"},
     "sshBastion": {"enabled": True, "clientKeys": {"authorizedKeys": "ssh-ed25519 AAAAC3Nza..."}, "port": 31021},
 }
-INTERLINK_IN_CLUSTER = {
+INTERLINK_IN_CLUSTER: dict[str, Any] = {
     "nodeName": "interlink-incluster-node",
     "interlink": {"enabled": True, "socket": "unix:///var/run/interlink.sock"},
     "plugin": {"enabled": True, "image": "ghcr.io/intertwin-eu/interlink/plugin-docker:latest",

@@ -14,7 +14,7 @@ from tests.conftest import REPO
 from tests.deploy_support import helm_bin
 
 sys.path.insert(0, str(REPO / "hack" / "helm"))
-import helmbuild
+import helmbuild  # type: ignore[import-not-found]
 
 
 @pytest.mark.parametrize(("text", "version"), [("3.22.0", "v3.22.0"), ("v3.22.0", "v3.22.0"), (" v3.9.11\n", "v3.9.11")])

@@ -11,7 +11,7 @@ from tests.conftest import REPO
 from tests.deploy_support import helm_bin
 
 sys.path.insert(0, str(REPO / "hack" / "helm"))
-from manifests import MANIFESTS, SCENARIOS, render_all
+from manifests import MANIFESTS, SCENARIOS, render_all  # type: ignore[import-not-found]
 
 
 def test_committed_manifests_match_the_chart() -> None:
