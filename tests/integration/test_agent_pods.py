@@ -314,3 +314,35 @@ async def test_pods_marked_not_ready_during_a_plugin_outage_are_ready_again_afte
         pod = await kget(testbed, "pod", "steady", "-n", ns)
         assert pod["status"]["phase"] == "Running"
         assert agent.backend.create_count(pod["metadata"]["uid"]) == 1
+
+
+async def test_a_pod_recreated_under_the_same_name_during_a_delete_is_not_deleted(
+        testbed: Testbed, ns: str) -> None:
+    backend = FakeBackend(delays={"delete": 3.0})
+    async with running_agent(testbed, backend=backend) as agent:
+        await kapply(testbed, pod_manifest("same", ns, agent.node))
+        old = await wait_phase(testbed, ns, "same", "Running")
+        await testbed.akubectl("delete", "pod", "same", "-n", ns, "--wait=false")
+        await backend.wait_for_calls("delete", timeout=60)  # the agent is deleting the job...
+        # ...when someone force-deletes the object and creates a new pod with the same name.
+        await testbed.akubectl("delete", "pod", "same", "-n", ns, "--grace-period=0", "--force")
+        await kapply(testbed, pod_manifest("same", ns, agent.node))
+        new = await wait_phase(testbed, ns, "same", "Running")
+        assert new["metadata"]["uid"] != old["metadata"]["uid"]
+        await eventually(lambda: _deleted(backend, old["metadata"]["uid"]), "the old job deleted")
+        assert agent.app.agent is not None
+        controller = agent.app.agent.pods
+        await eventually(lambda: _forgotten(controller, old["metadata"]["uid"]),
+                         "the agent to finish with the old pod (its grace-0 delete included)")
+        survivor = await kget(testbed, "pod", "same", "-n", ns)
+        assert survivor is not None and survivor["metadata"]["uid"] == new["metadata"]["uid"]
+        assert not survivor["metadata"].get("deletionTimestamp")
+        assert new["metadata"]["uid"] in backend.pods
+
+
+async def _deleted(backend: FakeBackend, uid: str) -> bool:
+    return uid in backend.deleted
+
+
+async def _forgotten(controller: Any, uid: str) -> bool:
+    return uid not in controller.records

@@ -11,7 +11,7 @@ from typing import Any
 from urllib.parse import quote
 
 from vnode.kube.client import MERGE_PATCH, STRATEGIC_MERGE_PATCH, KubeClient
-from vnode.kube.errors import NotFound
+from vnode.kube.errors import Conflict, NotFound
 from vnode.kube.types import ConfigMap, Pod, Secret
 
 Obj = dict[str, Any]
@@ -52,12 +52,13 @@ class PodApi:
 
     async def delete_now(self, namespace: str, name: str, uid: str) -> None:
         """Remove the API object: grace period 0 with a uid precondition (what the kubelet does
-        once the containers are gone). NotFound means it is already gone, which is fine."""
+        once the containers are gone). NotFound means it is already gone; Conflict means the name
+        now belongs to a new pod (the precondition protected it). Both are fine."""
         body = {"apiVersion": "v1", "kind": "DeleteOptions", "gracePeriodSeconds": 0,
                 "preconditions": {"uid": uid}}
         try:
             await self.client.delete(pod_path(namespace, name), body)
-        except NotFound:
+        except (NotFound, Conflict):
             pass
 
 
