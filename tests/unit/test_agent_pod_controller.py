@@ -582,3 +582,20 @@ async def test_statuses_are_not_written_while_the_plugin_is_unreachable_and_resy
     await h.settle()
     ready = next(c for c in h.pod("u1")["status"]["conditions"] if c["type"] == "Ready")
     assert ready["status"] == "True"
+
+
+async def test_a_pod_mounting_a_pvc_is_refused_with_a_message_and_host_paths_pass(h: Harness) -> None:
+    await h.start()
+    pvc = make_pod("u1", volumes=[{"name": "data", "persistentVolumeClaim": {"claimName": "pvc"}}])
+    pvc["spec"]["containers"][0]["volumeMounts"] = [{"name": "data", "mountPath": "/data"}]
+    host = make_pod("u2", volumes=[{"name": "scratch", "hostPath": {"path": "/scratch"}}])
+    host["spec"]["containers"][0]["volumeMounts"] = [{"name": "scratch", "mountPath": "/scratch"}]
+    h.api.add_pod(pvc)
+    h.api.add_pod(host)
+    await h.settle()
+    status = h.pod("u1")["status"]
+    assert status["phase"] == "Failed" and status["reason"] == "ProviderFailed"
+    assert "data (persistentVolumeClaim)" in status["message"]
+    assert h.backend.create_count("u1") == 0
+    assert h.backend.create_count("u2") == 1
+    assert h.backend.pods["u2"].data.pod["spec"]["volumes"] == host["spec"]["volumes"]

@@ -161,12 +161,15 @@ def test_downward_resource_ref_without_container_name_is_invalid() -> None:
         container_volumes(p, References(), {}, DOWN, OPTS)  # type: ignore[arg-type]
 
 
-def test_unsupported_volume_kinds_are_listed() -> None:
-    p = pod([{"name": "main", "volumeMounts": [mount("data"), mount("cfg")]}],
+def test_cluster_backed_volumes_are_unsupported_and_host_paths_go_to_the_plugin() -> None:
+    p = pod([{"name": "main", "volumeMounts": [mount("data"), mount("cfg"), mount("scratch"),
+                                               mount("csi")]}],
             [{"name": "data", "persistentVolumeClaim": {"claimName": "pvc"}},
              {"name": "cfg", "configMap": {"name": "c"}},
-             {"name": "unmounted", "hostPath": {"path": "/"}}])
-    assert unsupported_volumes(p) == ["data"]  # type: ignore[arg-type]
+             {"name": "scratch", "hostPath": {"path": "/scratch", "type": "DirectoryOrCreate"}},
+             {"name": "csi", "csi": {"driver": "x"}},
+             {"name": "unmounted", "nfs": {"server": "s", "path": "/"}}])
+    assert unsupported_volumes(p) == [("csi", "csi"), ("data", "persistentVolumeClaim")]  # type: ignore[arg-type]
 
 
 def test_needs_collects_env_and_volume_references() -> None:

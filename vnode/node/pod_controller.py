@@ -321,6 +321,12 @@ class PodController:
             rec.in_doubt = False
             rec.doubt_since = 0.0
 
+        unsupported = unsupported_volumes(pod)
+        if unsupported:
+            listed = ", ".join(f"{name} ({kind})" for name, kind in unsupported)
+            await self._fail(rec, pod, f"volumes {listed} cannot be mounted on a virtual node: "
+                                       "their data lives in the cluster, out of the backend's reach")
+            return
         down = DownwardValues(host_ip=self.settings.node.internal_ip,
                               pod_ip=submission.pod_ip(pod),
                               node_allocatable=self.node_allocatable())
@@ -339,11 +345,6 @@ class PodController:
             self._event_once(rec, f"invalid-env-{cname}", WARNING, "InvalidEnvironmentVariableNames",
                              f"Keys [{', '.join(keys)}] from the EnvFrom of container {cname} were "
                              "skipped since they are invalid environment variable names.")
-        unsupported = unsupported_volumes(pod)
-        if unsupported:
-            self._event_once(rec, "unsupported-volumes", WARNING, "UnsupportedVolume",
-                             f"volumes {', '.join(unsupported)} are of a kind the plugin cannot "
-                             "mount remotely; the pod runs without them")
 
         # Durable intent before the create: a crash from here on leaves a trace to reconcile.
         await self.ledger.record(self._entry(rec, intent=True))

@@ -271,12 +271,26 @@ def _check_items(source: dict[str, Any], available: dict[str, Any], kind: str, n
             raise MissingReference(kind, name, item.get("key", ""))
 
 
-def unsupported_volumes(pod: Pod) -> list[str]:
-    """Mounted volumes of kinds a remote backend cannot get (PVC, hostPath, CSI, ...)."""
-    known = ("configMap", "secret", "projected", "downwardAPI", "emptyDir")
+# Volume kinds a plugin can provide remotely: the agent sends the data of the first four, the
+# plugin makes emptyDirs itself and mounts hostPaths of the remote host (the SLURM plugin supports
+# every hostPath type; a plugin that cannot fails the create with its own message).
+REMOTE_VOLUME_KINDS = ("configMap", "secret", "projected", "downwardAPI", "emptyDir", "hostPath")
+
+
+def unsupported_volumes(pod: Pod) -> list[tuple[str, str]]:
+    """Mounted volumes (name, kind) no remote backend can get: persistentVolumeClaim, csi, nfs,
+    ephemeral, image, ... Their data lives in the cluster; the pod is refused with a message
+    rather than run without its data (interLink silently drops them)."""
     volumes = _volumes_by_name(pod)
     mounted = {m.get("name", "") for c in all_containers(pod) for m in c.get("volumeMounts") or []}
-    return sorted(n for n in mounted if n in volumes and not any(k in volumes[n] for k in known))
+    out: list[tuple[str, str]] = []
+    for name in sorted(mounted):
+        vol = volumes.get(name)
+        if vol is None or any(k in vol for k in REMOTE_VOLUME_KINDS):
+            continue
+        kind = next((k for k in vol if k != "name"), "unknown")
+        out.append((name, kind))
+    return out
 
 
 def pod_for_plugin(pod: Pod) -> Pod:
