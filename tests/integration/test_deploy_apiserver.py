@@ -80,3 +80,31 @@ def test_example_pods_are_accepted_by_the_apiserver(testbed: Testbed, namespace:
             assert spec["nodeSelector"] == {"kubernetes.io/hostname": "vnode-demo"}
             assert {"key": "virtual-node.interlink/no-schedule", "operator": "Exists", "effect": "NoSchedule"} \
                 in spec["tolerations"]
+
+
+def helm_install_dry_run(testbed: Testbed, namespace: str, *values: Path) -> str:
+    args = [str(helm_bin()), "install", "vnode-demo", str(CHART), "--namespace", namespace, "--dry-run=server",
+            f"--kubeconfig={testbed.kubeconfig}"]
+    for v in values:
+        args += ["--values", str(v)]
+    done = subprocess.run(args, capture_output=True, text=True, timeout=180, check=False)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_helm_install_prints_the_login_nodes_ssh_command(testbed: Testbed, namespace: str) -> None:
+    notes = helm_install_dry_run(testbed, namespace, MY_VALUES).split("NOTES:", 1)[1]
+    assert "plugin-direct: unix:///var/run/plugin.sock, plugin dialect" in notes
+    assert "-p 31022" in notes and "-R /var/run/plugin.sock:$HOME/.vnode/plugin.sock interlink@" in notes
+
+
+def test_helm_install_notes_for_a_tcp_plugin_port_forward_that_port(testbed: Testbed, namespace: str,
+                                                                    tmp_path: Path) -> None:
+    values = tmp_path / "edge_with_socket.yaml"  # interLink's example: plugin on localhost:3000 via the bastion
+    values.write_text(yaml.safe_dump({"nodeName": "interlink-with-socket",
+                                      "interlink": {"enabled": True, "socket": "unix:///var/run/interlink.sock"},
+                                      "plugin": {"address": "http://localhost"},
+                                      "sshBastion": {"enabled": True, "port": 31021,
+                                                     "clientKeys": {"authorizedKeys": "ssh-ed25519 AAAAC3Nza x"}}}))
+    notes = helm_install_dry_run(testbed, namespace, values).split("NOTES:", 1)[1]
+    assert "-R 3000:$HOME/.vnode/plugin.sock" in notes and "-p 31021" in notes
