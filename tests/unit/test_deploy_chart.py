@@ -38,6 +38,52 @@ INTERLINK_IN_CLUSTER: dict[str, Any] = {
 }
 
 
+# The shapes of every key in interLink's chart defaults (interlink/values.yaml): users often copy the
+# whole file and edit it, so it must render under vnode's chart too.
+INTERLINK_DEFAULTS_SHAPE: dict[str, Any] = {
+    "nodeName": "virtual-node",
+    "interlink": {"image": "ghcr.io/interlink-hq/interlink/interlink:latest", "enabled": False,
+                  "exportPodData": False, "skipDownwardAPIResolution": False, "dataRootVolume": "", "socket": "",
+                  "address": "http://localhost", "port": 4000, "kubernetesApiAddr": "", "kubernetesApiPort": "",
+                  "kubernetesApiCaCrt": "", "disableProjectedVolumes": False,
+                  "tls": {"enabled": False, "certFile": "", "keyFile": "", "caCertFile": ""},
+                  "logging": {"verboseLogging": False, "errorsOnlyLogging": False}, "tracing": {"enabled": False},
+                  "pluginEndpoint": {"url": "", "port": ""},
+                  "resources": {"CPU": {"request": "100m", "limit": "500m"},
+                                "memory": {"request": "128Mi", "limit": "512Mi"}}, "extraVolumeMounts": []},
+    "virtualNode": {"image": "ghcr.io/interlink-hq/interlink/virtual-kubelet-inttw:latest",
+                    "resources": {"CPUs": 8, "memGiB": 49, "pods": 100}, "HTTPProxies": {"HTTP": None, "HTTPs": None},
+                    "HTTP": {"insecure": True, "CACert": ""}, "kubeletHTTP": {"insecure": True},
+                    "tracing": {"enabled": False},
+                    "containerResources": {"CPU": {"request": "100m", "limit": "500m"},
+                                           "memory": {"request": "128Mi", "limit": "512Mi"}},
+                    "extraVolumeMounts": [], "disableCSR": False,
+                    "network": {"enableTunnel": False, "tunnelImage": "ghcr.io/erebe/wstunnel:latest",
+                                "wildcardDNS": "", "ingressTLS": False, "ingressClusterIssuer": "",
+                                "wstunnelTemplatePath": "/etc/templates/wstunnel.yaml", "templateType": "",
+                                "customTemplate": "", "wstunnelCommand": "curl ... &\n", "fullMesh": False,
+                                "serviceCIDR": "", "podCIDRCluster": "", "dnsServiceIP": "", "shadowMode": "",
+                                "ssh": {"loginHost": "", "user": "", "port": 22, "extraOptions": [],
+                                        "replicateCredentials": True, "reverse": {"enabled": False}}}},
+    "plugin": {"enabled": False, "image": "", "command": [], "args": [], "config": "", "envs": [], "socket": None,
+               "address": "", "port": 3000, "privileged": False,
+               "resources": {"CPU": {"request": "500m", "limit": "2"}, "memory": {"request": "500Mi", "limit": "2Gi"}},
+               "extraVolumeMounts": []},
+    "sshBastion": {"enabled": False, "image": "lscr.io/linuxserver/openssh-server:latest",
+                   "clientKeys": {"authorizedKeys": "", "keysURL": ""}, "hostKeys": {"priv": "", "pub": ""},
+                   "port": 31022, "resources": {"CPU": {"request": "50m", "limit": "100m"},
+                                                "memory": {"request": "64Mi", "limit": "128Mi"}},
+                   "extraVolumeMounts": []},
+    "OAUTH": {"enabled": False, "image": "ghcr.io/interlink-hq/interlink/virtual-kubelet-inttw-refresh:latest",
+              "TokenURL": "DUMMY", "ClientID": "DUMMY", "ClientSecret": "DUMMY", "RefreshToken": "DUMMY",
+              "GrantType": "authorization_code", "Audience": "DUMMY",
+              "resources": {"CPU": {"request": "100m", "limit": "200m"}, "memory": {"request": "300Mi", "limit": "500Mi"}},
+              "extraVolumeMounts": []},
+    "extraVolumes": [], "extraContainers": [], "extraInitContainers": [],
+    "podScheduling": {"nodeSelector": {}, "tolerations": []},
+}
+
+
 def rendered(tmp_path: Path, *values: Path | dict[str, Any]) -> Rendered:
     return render(*values, tmp_dir=tmp_path)
 
@@ -98,6 +144,17 @@ def test_every_rendered_agent_config_key_is_known_to_the_agent(tmp_path: Path) -
         settings = settings_from_yaml(text, env={"NODENAME": "vnode-demo"})
         unknown = [w for w in settings.warnings if "not known" in w]
         assert not unknown, f"{values.name}: {unknown}"
+
+
+def test_interlinks_whole_default_values_file_under_my_values_renders_the_same_agent(tmp_path: Path) -> None:
+    layered = rendered(tmp_path, INTERLINK_DEFAULTS_SHAPE, MY_VALUES)
+    alone = rendered(tmp_path, MY_VALUES).agent_config()
+    config = layered.agent_config()
+    # interLink's defaults skip TLS verification; everything else is what my-values.yaml alone gives
+    assert config.pop("HTTP") == {"Insecure": True} and config.pop("KubeletHTTP") == {"Insecure": True}
+    assert config == {k: v for k, v in alone.items() if k not in ("HTTP", "KubeletHTTP")}
+    assert layered.container_names() == ["vk", "ssh-bastion"]
+    assert layered.container("vk")["image"].startswith("vnode/agent:")  # virtualNode.image is interLink's VK
 
 
 def test_agent_container_gets_interlinks_env_and_probes_on_the_health_port(tmp_path: Path) -> None:
