@@ -108,3 +108,20 @@ def test_helm_install_notes_for_a_tcp_plugin_port_forward_that_port(testbed: Tes
                                                      "clientKeys": {"authorizedKeys": "ssh-ed25519 AAAAC3Nza x"}}}))
     notes = helm_install_dry_run(testbed, namespace, values).split("NOTES:", 1)[1]
     assert "-R 3000:$HOME/.vnode/plugin.sock" in notes and "-p 31021" in notes
+
+
+@pytest.mark.parametrize(("values", "violators"), [
+    ({"sshBastion": {"enabled": False}}, set()),
+    ({"sshBastion": {"enabled": False}, "plugin": {"enabled": True, "socket": "unix:///var/run/plugin.sock"}}, set()),
+    ({"sshBastion": {"enabled": False}, "vnode": {"sshTunnel": {
+        "enabled": True, "destination": "u@login", "remoteSocket": "/home/u/plugin.sock", "keySecret": "k"}}}, set()),
+    ({}, {"ssh-bastion"}),  # my-values.yaml as it is: sshd starts as root to switch to its login user
+], ids=["agent", "agent+vnode-plugin", "agent+tunnel-sidecar", "agent+bastion"])
+def test_pod_security_restricted_holds_for_all_but_the_bastion(testbed: Testbed, namespace: str, tmp_path: Path,
+                                                               values: dict[str, object], violators: set[str]) -> None:
+    testbed.kubectl_run("label", "namespace", namespace, "pod-security.kubernetes.io/warn=restricted")
+    done = testbed.kubectl_run("apply", "--dry-run=server", "-f", "-",
+                               input=helm_template(MY_VALUES, values, namespace=namespace, tmp_dir=tmp_path))
+    warnings = [line for line in done.stderr.splitlines() if "would violate PodSecurity" in line]
+    named = {c for line in warnings for c in ("vk", "plugin", "ssh-bastion", "ssh-tunnel") if f'"{c}"' in line}
+    assert named == violators, warnings
