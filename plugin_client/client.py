@@ -11,6 +11,8 @@ Two dialects, chosen by configuration; the caller's code is the same for both:
 | ping   | GET /status with body ``[]``                 | POST /pinglink, no body                              |
 | logs   | GET /getLogs, LogStruct, streamed text       | same                                                 |
 | exec   | GET /exec WebSocket (vnode extension)        | same (interLink has none: ExecNotSupported)          |
+| usage  | GET /usage, JSON list of v1.Pod (vnode        | same (interLink has none: UsageNotSupported)         |
+|        | extension, USAGE.md)                         |                                                      |
 
 Every request carries ``Content-Type: application/json``, ``InterLink-Http-Session: <Op>#<n>`` and,
 when a token file is configured and readable, ``Authorization: Bearer <token>`` read from the file on
@@ -42,6 +44,7 @@ from .errors import (
     PluginError,
     PodNotFound,
     TransientPluginError,
+    UsageNotSupported,
     WireFormatError,
     one_line,
 )
@@ -56,6 +59,7 @@ from .models import (
     encode,
     parse_json,
 )
+from .usage import PodUsage
 
 __all__ = [
     "ClientConfig",
@@ -94,6 +98,7 @@ class Timeouts:
     status: float = 60.0  # one batched call for every pod (squeue + sacct over thousands of jobs)
     ping: float = 10.0  # below the 10 s ping period, so a hung plugin turns the node NotReady quickly
     stream_start: float = 30.0  # logs/exec: until the answer starts; streams themselves have no limit
+    usage: float = 30.0  # one batched sstat over every running job; a scrape that waits longer is stale
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +135,7 @@ _PLUGIN_ROUTES = {
     "ping": Route("GET", "/status", "Ping"),
     "logs": Route("GET", "/getLogs", "GetLogs"),
     "exec": Route("GET", "/exec", "Exec"),
+    "usage": Route("GET", "/usage", "GetUsage"),
 }
 _INTERLINK_ROUTES = {
     **_PLUGIN_ROUTES,
@@ -235,6 +241,16 @@ class PluginClient:
         payload, session = await self._call("status", encode(list(pods)), self.config.timeouts.status)
         statuses: list[PodStatus] = _decode("status", session, lambda: _status_list(payload))
         return statuses
+
+    async def usage(self, pods: Sequence[Mapping[str, Any]]) -> list[PodUsage]:
+        """CPU and memory of many pods in one call (vnode's usage extension, USAGE.md). Pods the
+        plugin cannot measure are left out of the answer. An empty list returns ``[]`` without a
+        request. Raises UsageNotSupported when the plugin has no ``/usage``."""
+        if not pods:
+            return []
+        payload, session = await self._call("usage", encode(list(pods)), self.config.timeouts.usage)
+        usages: list[PodUsage] = _decode("usage", session, lambda: _usage_list(payload))
+        return usages
 
     async def ping(self) -> PingResponse | None:
         """Check the plugin is alive. Raises on failure; on success returns its PingResponse, or
@@ -409,6 +425,8 @@ def _status_error(op: str, status: int, payload: bytes, session_id: str) -> Plug
     kind: type[PluginError]
     if status == 404 and op == "delete":
         kind = PodNotFound
+    elif op == "usage" and status in (404, 405, 501):
+        kind = UsageNotSupported
     elif status >= 500 or status in (401, 408, 429):
         kind = TransientPluginError
     else:
@@ -451,6 +469,15 @@ def _status_list(payload: bytes) -> list[PodStatus]:
     if not isinstance(document, list):
         raise WireFormatError("", "expected a JSON list of PodStatus")
     return [PodStatus.from_wire(item, f"[{index}]") for index, item in enumerate(document)]
+
+
+def _usage_list(payload: bytes) -> list[PodUsage]:
+    document = parse_json(payload)
+    if document is None:
+        return []
+    if not isinstance(document, list):
+        raise WireFormatError("", "expected a JSON list of PodUsage")
+    return [PodUsage.from_wire(item, f"[{index}]") for index, item in enumerate(document)]
 
 
 class LogStream:

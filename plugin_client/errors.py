@@ -9,6 +9,7 @@ The client never retries. It raises one of these, and the caller decides:
 | HTTP 5xx, 408, 429, and 401 (a token file may be renewed)| TransientPluginError   | yes    |
 | HTTP 404 on /delete                                      | PodNotFound            | no: the pod is already gone remotely |
 | HTTP 404/405/501 or a refused upgrade on /exec           | ExecNotSupported       | no     |
+| HTTP 404/405/501 on /usage (vnode's usage extension)     | UsageNotSupported      | no     |
 | any other HTTP 3xx/4xx                                   | PermanentPluginError   | no     |
 | 2xx with a body that is not the expected JSON            | WireFormatError        | no     |
 
@@ -33,6 +34,7 @@ __all__ = [
     "PluginError",
     "PodNotFound",
     "TransientPluginError",
+    "UsageNotSupported",
     "WireFormatError",
     "is_transient",
     "one_line",
@@ -95,6 +97,13 @@ class ExecNotSupported(PermanentPluginError):
     """The plugin has no exec extension (no /exec route, or it refused the WebSocket upgrade)."""
 
     def __init__(self, message: str = "exec not supported by this plugin", **kwargs: object) -> None:
+        super().__init__(message, **kwargs)  # type: ignore[arg-type]
+
+
+class UsageNotSupported(PermanentPluginError):
+    """The plugin has no usage extension (HTTP 404/405/501 on /usage): report no usage at all."""
+
+    def __init__(self, message: str = "usage not supported by this plugin", **kwargs: object) -> None:
         super().__init__(message, **kwargs)  # type: ignore[arg-type]
 
 

@@ -1,7 +1,7 @@
 """A small aiohttp application for writing plugin servers that speak interLink's wire exactly.
 
 A plugin implements :class:`PluginBackend` (and optionally :class:`ExecBackend`,
-:class:`SystemInfoBackend`); :func:`make_app` turns it into routes, :func:`start_server` listens on a
+:class:`SystemInfoBackend`, :class:`UsageBackend`); :func:`make_app` turns it into routes, :func:`start_server` listens on a
 unix socket and/or TCP with one runner.
 
 Requests are decoded as interLink's API sends them, and more leniently where older senders differ:
@@ -17,6 +17,8 @@ Requests are decoded as interLink's API sends them, and more leniently where old
 | ``/exec``      | WebSocket upgrade (see EXEC.md), only if the     | channel protocol                    |
 |                | backend is an ExecBackend                        |                                     |
 | ``/system-info`` | only if the backend is a SystemInfoBackend     | 200 JSON                            |
+| ``/usage``     | list of v1.Pod (USAGE.md), only if the backend   | 200 list of PodUsage                |
+|                | is a UsageBackend; ``[]``/``null``/no body: ``[]``|                                     |
 
 Every route answers any HTTP method, as Go's ``ServeMux`` does. Failures are one-line text bodies:
 
@@ -69,6 +71,7 @@ from .models import (
     parse_json,
     pod_ref,
 )
+from .usage import PodUsage
 
 __all__ = [
     "BACKEND",
@@ -78,6 +81,7 @@ __all__ = [
     "RunningServer",
     "ServerExecSession",
     "SystemInfoBackend",
+    "UsageBackend",
     "make_app",
     "start_server",
 ]
@@ -142,6 +146,14 @@ class SystemInfoBackend(Protocol):
     async def system_info(self) -> Mapping[str, Any]: ...
 
 
+@runtime_checkable
+class UsageBackend(Protocol):
+    """A plugin with vnode's usage extension (USAGE.md): CPU and memory of the pods it can
+    measure; pods it cannot measure (unknown, not started) are left out."""
+
+    async def usage(self, pods: list[KubeObject]) -> Sequence[PodUsage]: ...
+
+
 BACKEND: web.AppKey[PluginBackend] = web.AppKey("plugin_backend", PluginBackend)
 _BACKGROUND: web.AppKey[set[asyncio.Task[Any]]] = web.AppKey("plugin_background")
 
@@ -159,6 +171,8 @@ def make_app(backend: PluginBackend) -> web.Application:
         app.router.add_route("GET", "/exec", _exec)
     if isinstance(backend, SystemInfoBackend):
         app.router.add_route("*", "/system-info", _system_info)
+    if isinstance(backend, UsageBackend):
+        app.router.add_route("*", "/usage", _usage)
     app.on_shutdown.append(_wait_background)
     return app
 
@@ -309,6 +323,22 @@ async def _logs(request: web.Request) -> web.StreamResponse:
         closer = getattr(chunks, "aclose", None)
         if closer is not None:
             await closer()
+
+
+async def _usage(request: web.Request) -> web.Response:
+    backend = request.app[BACKEND]
+    assert isinstance(backend, UsageBackend)
+    body = await _body(request)
+    document = parse_json(body) if body.strip() else None
+    if document is None or document == []:
+        return _json([])
+    if not isinstance(document, list):
+        raise WireFormatError("", "expected a list of v1.Pod")
+    for index, pod in enumerate(document):
+        if not isinstance(pod, dict):
+            raise WireFormatError(f"[{index}]", "expected a v1.Pod object")
+    usages = await backend.usage(document)
+    return _json(list(usages))
 
 
 async def _system_info(request: web.Request) -> web.Response:
