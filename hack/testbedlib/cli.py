@@ -95,7 +95,8 @@ def saved_instance() -> dict:
 def current_layout(resolve: bool = True, kube_only: bool | None = None, port_offset: int | None = None) -> Layout:
     """The instance in VNODE_TESTBED_STATE: kube_only/port_offset as given to `up`, else as recorded
     there by the last `up`. Version: K8S_VERSION if set; else that of a testbed that is (partly)
-    running, so `up` never swaps binaries under a live cluster; else the newest 1.35.x on the proxy."""
+    running, so `up` never swaps binaries under a live cluster, or of a kube-only instance; else the
+    newest 1.35.x on the proxy."""
     saved_mode = saved_instance()
     mode = {
         "kube_only": saved_mode["kube_only"] if kube_only is None else kube_only,
@@ -105,7 +106,8 @@ def current_layout(resolve: bool = True, kube_only: bool | None = None, port_off
     saved = _saved_info().get("k8s_version")
     if not requested and saved:
         layout = Layout.for_version(saved, **mode)
-        if not resolve or any(c.running() for c in all_components(layout).values()):
+        # A kube-only instance exists for its version: it keeps it until K8S_VERSION says otherwise.
+        if not resolve or layout.kube_only or any(c.running() for c in all_components(layout).values()):
             return layout
     if not requested and not resolve:
         raise SystemExit("testbed: no testbed has been brought up yet (run `hack/testbed up`)")

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import subprocess
+from pathlib import Path
 
 from . import pki
-from .component import Component, ComponentError, http_probe, tls_context
+from .component import Component, ComponentError, Probe, http_probe, tls_context
 from .layout import Layout
 
 # NotReady after 20 s without a heartbeat instead of 50 s: node-lifecycle tests stay short while the
@@ -61,7 +62,6 @@ def components(layout: Layout, owner: str) -> dict[str, Component]:
         etcd_port,
     )
 
-    admin_tls = tls_context(p / "ca.crt", p / "admin.crt", p / "admin.key")
     apiserver = comp(
         "kube-apiserver",
         [
@@ -98,7 +98,7 @@ def components(layout: Layout, owner: str) -> dict[str, Component]:
             f"--proxy-client-key-file={p / 'front-proxy-client.key'}",
             "--profiling=false",
         ],
-        http_probe(f"https://127.0.0.1:{api_port}/readyz", admin_tls, expect="ok"),
+        _admin_probe(f"https://127.0.0.1:{api_port}/readyz", p),
         api_port,
         config_files=[p / "apiserver.crt", p / "sa.pub"],
         ready_timeout=120,
@@ -147,6 +147,20 @@ def components(layout: Layout, owner: str) -> dict[str, Component]:
         config_files=[sched_kc],
     )
     return {c.name: c for c in (etcd, apiserver, controller_manager, scheduler)}
+
+
+def _admin_probe(url: str, pki_dir: Path) -> Probe:
+    """Probe as the admin client. The TLS context is built per probe: before the first `up` of a
+    fresh state dir there is no PKI yet, and `status` must still answer ("stopped")."""
+
+    def probe() -> str | None:
+        try:
+            ctx = tls_context(pki_dir / "ca.crt", pki_dir / "admin.crt", pki_dir / "admin.key")
+        except OSError as e:
+            return f"no admin credentials in {pki_dir}: {e}"
+        return http_probe(url, ctx, expect="ok")()
+
+    return probe
 
 
 def bootstrap_rbac(layout: Layout) -> None:

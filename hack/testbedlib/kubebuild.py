@@ -99,7 +99,9 @@ def resolve_version(requested: str | None) -> str:
     except (OSError, subprocess.TimeoutExpired, BuildError, ValueError, KeyError) as e:
         cached = _cached_versions()
         if not cached:
-            raise BuildError(f"cannot ask the Go module proxy for the newest k8s.io/kubernetes v{K8S_MINOR}.x: {e}")
+            raise BuildError(
+                f"cannot ask the Go module proxy for the newest k8s.io/kubernetes v{K8S_MINOR}.x: {e}"
+            ) from e
         print(f"testbed: module proxy unreachable ({e}); using cached {cached[-1]}", file=sys.stderr)
         return cached[-1]
     memo.parent.mkdir(parents=True, exist_ok=True)

@@ -3,6 +3,7 @@ version on shifted ports, in its own state dir, next to the shared full instance
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
@@ -175,3 +176,27 @@ def test_the_started_by_session_marker_round_trips(tmp_path: Path) -> None:
     assert holders.started_by_session(tmp_path)
     holders.clear_started_by_session(tmp_path)
     assert not holders.started_by_session(tmp_path)
+
+
+def test_status_of_a_fresh_state_dir_says_stopped_before_any_pki_exists(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("VNODE_TESTBED_STATE", str(tmp_path / "fresh"))
+    monkeypatch.setenv("K8S_VERSION", "1.36.3")
+    assert cli.main(["status", "--json"]) == 3
+    rows = json.loads(capsys.readouterr().out)["components"]
+    assert {r["state"] for r in rows} == {"stopped"}
+    assert (
+        cli.all_components(Layout.for_version("1.36.3", kube_only=True, port_offset=100))["kube-apiserver"]
+        .probe()
+        .startswith("no admin credentials")
+    )
+
+
+def test_a_stopped_kube_only_instance_keeps_its_version_without_k8s_version(
+    scratch_state: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (scratch_state / "instance.json").write_text('{"kube_only": true, "port_offset": 100}\n')
+    (scratch_state / "testbed.json").write_text('{"k8s_version": "1.36.3"}\n')
+    monkeypatch.delenv("K8S_VERSION")
+    assert cli.current_layout().k8s_version == "1.36.3"
