@@ -2,6 +2,8 @@
 
 * `testbed` (session): brings up hack/testbed (or reuses the running one) and returns a `Testbed`.
   If it cannot start, every test using it FAILS with the reason and the failing component's log tail.
+* `testbed_136` (session): a second, kube-only control plane of Kubernetes 1.36 on shifted ports, next
+  to the shared one (a `KubeTestbed`: no SLURM); stopped at the end by the session that started it.
 * `namespace` (function): a fresh, uniquely named namespace, deleted (without waiting) afterwards.
 * `unique_name` (function): a factory for DNS-1123 names unique to this test run.
 * Tests under tests/integration/ (or using `testbed`) are marked `integration` automatically, and an
@@ -24,7 +26,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 import pytest
 
@@ -50,14 +52,14 @@ class TestbedCommandError(AssertionError):
 
 
 @dataclass(frozen=True)
-class Testbed:
-    """The running testbed, as tests see it. Paths are absolute; `env` is a complete environment."""
+class KubeTestbed:
+    """A running control plane, as tests see it. Paths are absolute; `env` is a complete environment."""
 
     __test__ = False  # not a test class, despite the name
 
     k8s_version: str
     etcd_version: str | None
-    apiserver_url: str  # https://127.0.0.1:6443
+    apiserver_url: str  # https://127.0.0.1:6443 (the shared instance)
     kubeconfig: Path  # admin (O=system:masters)
     kubectl: Path
     bin_dir: Path  # etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl
@@ -67,18 +69,12 @@ class Testbed:
     kubelet_client_cert: Path  # what the apiserver presents to kubelets (bound to system:kubelet-api-admin)
     kubelet_client_key: Path
     kubelet_client_user: str
-    slurm_bin_dir: Path  # sbatch, squeue, scancel, sinfo, sacct, scontrol, sstat
-    slurm_conf: Path
-    slurm_partition: str
-    slurm_node: str
-    singularity: Path  # the TEST SCAFFOLDING stand-in (also `apptainer` next to it)
-    standin_dir: Path
     state_dir: Path
     log_dir: Path
-    env: dict[str, str] = field(repr=False)  # os.environ + PATH (binaries, stand-in) + KUBECONFIG + SLURM_CONF
+    env: dict[str, str] = field(repr=False)  # os.environ + PATH (binaries[, stand-in]) + KUBECONFIG[ + SLURM_CONF]
 
     @classmethod
-    def from_info(cls, info: dict[str, Any]) -> Testbed:
+    def from_info(cls, info: dict[str, Any]) -> Self:
         paths = {
             "kubeconfig",
             "kubectl",
@@ -99,56 +95,6 @@ class Testbed:
             k: Path(info[k]) if k in paths else info[k] for k in cls.__dataclass_fields__ if k != "env"
         }
         return cls(**kwargs, env={**os.environ, **info["env"]})
-
-    # --- SLURM ------------------------------------------------------------------------------------
-    @property
-    def sbatch(self) -> Path:
-        return self.slurm_bin_dir / "sbatch"
-
-    @property
-    def squeue(self) -> Path:
-        return self.slurm_bin_dir / "squeue"
-
-    @property
-    def scancel(self) -> Path:
-        return self.slurm_bin_dir / "scancel"
-
-    @property
-    def sinfo(self) -> Path:
-        return self.slurm_bin_dir / "sinfo"
-
-    @property
-    def sacct(self) -> Path:
-        return self.slurm_bin_dir / "sacct"
-
-    @property
-    def scontrol(self) -> Path:
-        return self.slurm_bin_dir / "scontrol"
-
-    def submit_job(self, workdir: Path, *sbatch_args: str) -> str:
-        """`sbatch --parsable` in `workdir` (output to <workdir>/<jobid>.out); returns the job id."""
-        out = self.run([self.sbatch, "--parsable", f"--chdir={workdir}", f"--output={workdir}/%j.out", *sbatch_args])
-        return out.stdout.strip().split(";")[0]
-
-    def sacct_states(self, job_ids: list[str]) -> dict[str, tuple[str, str]]:
-        """{job id: (State, ExitCode)} from plain `sacct -j` (through slurmdbd), allocation lines only."""
-        out = self.run(
-            [self.sacct, "-j", ",".join(job_ids), "--parsable2", "--noheader", "-X", "-o", "JobID,State,ExitCode"]
-        )
-        rows = [line.split("|") for line in out.stdout.splitlines() if line]
-        return {job: (state, code) for job, state, code in rows}
-
-    def wait_jobs_finished(self, job_ids: list[str], timeout: float = 240.0) -> dict[str, tuple[str, str]]:
-        """Poll sacct until every job is in a terminal state; returns sacct_states()."""
-
-        def finished() -> dict[str, tuple[str, str]] | None:
-            states = self.sacct_states(job_ids)
-            done = all(
-                j in states and states[j][0] not in ("PENDING", "RUNNING", "COMPLETING", "REQUEUED") for j in job_ids
-            )
-            return states if done else None
-
-        return self.wait_until(finished, f"SLURM jobs {job_ids} to finish (sacct)", timeout=timeout)
 
     # --- running things -----------------------------------------------------------------------------
     def run(
@@ -254,6 +200,69 @@ class Testbed:
         pytest.fail(f"timed out after {timeout:.0f}s waiting for {what} (last value: {last!r})")
 
 
+@dataclass(frozen=True)
+class Testbed(KubeTestbed):
+    """The shared testbed: the control plane plus the SLURM cluster and the singularity stand-in."""
+
+    __test__ = False
+
+    slurm_bin_dir: Path  # sbatch, squeue, scancel, sinfo, sacct, scontrol, sstat
+    slurm_conf: Path
+    slurm_partition: str
+    slurm_node: str
+    singularity: Path  # the TEST SCAFFOLDING stand-in (also `apptainer` next to it)
+    standin_dir: Path
+
+    @property
+    def sbatch(self) -> Path:
+        return self.slurm_bin_dir / "sbatch"
+
+    @property
+    def squeue(self) -> Path:
+        return self.slurm_bin_dir / "squeue"
+
+    @property
+    def scancel(self) -> Path:
+        return self.slurm_bin_dir / "scancel"
+
+    @property
+    def sinfo(self) -> Path:
+        return self.slurm_bin_dir / "sinfo"
+
+    @property
+    def sacct(self) -> Path:
+        return self.slurm_bin_dir / "sacct"
+
+    @property
+    def scontrol(self) -> Path:
+        return self.slurm_bin_dir / "scontrol"
+
+    def submit_job(self, workdir: Path, *sbatch_args: str) -> str:
+        """`sbatch --parsable` in `workdir` (output to <workdir>/<jobid>.out); returns the job id."""
+        out = self.run([self.sbatch, "--parsable", f"--chdir={workdir}", f"--output={workdir}/%j.out", *sbatch_args])
+        return out.stdout.strip().split(";")[0]
+
+    def sacct_states(self, job_ids: list[str]) -> dict[str, tuple[str, str]]:
+        """{job id: (State, ExitCode)} from plain `sacct -j` (through slurmdbd), allocation lines only."""
+        out = self.run(
+            [self.sacct, "-j", ",".join(job_ids), "--parsable2", "--noheader", "-X", "-o", "JobID,State,ExitCode"]
+        )
+        rows = [line.split("|") for line in out.stdout.splitlines() if line]
+        return {job: (state, code) for job, state, code in rows}
+
+    def wait_jobs_finished(self, job_ids: list[str], timeout: float = 240.0) -> dict[str, tuple[str, str]]:
+        """Poll sacct until every job is in a terminal state; returns sacct_states()."""
+
+        def finished() -> dict[str, tuple[str, str]] | None:
+            states = self.sacct_states(job_ids)
+            done = all(
+                j in states and states[j][0] not in ("PENDING", "RUNNING", "COMPLETING", "REQUEUED") for j in job_ids
+            )
+            return states if done else None
+
+        return self.wait_until(finished, f"SLURM jobs {job_ids} to finish (sacct)", timeout=timeout)
+
+
 def unique(prefix: str = "t") -> str:
     """A DNS-1123 label unique to this process and call: `<prefix>-<random hex>`; any prefix is
     sanitised (test ids with brackets, underscores or capitals are fine)."""
@@ -264,24 +273,41 @@ def unique(prefix: str = "t") -> str:
 # --- fixtures --------------------------------------------------------------------------------------
 
 
-def _start_testbed() -> Testbed:
+TB = TypeVar("TB", bound=KubeTestbed)
+
+
+def _testbed_cmd(
+    args: list[str], env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(TESTBED_CMD), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+        check=False,
+    )
+
+
+def _start_testbed(
+    kind: type[TB] = Testbed,  # type: ignore[assignment]
+    env: dict[str, str] | None = None,
+    up_args: tuple[str, ...] = (),
+) -> TB:
+    what = " ".join(["hack/testbed up", *up_args])
     try:
-        up = subprocess.run(
-            [sys.executable, str(TESTBED_CMD), "up"], capture_output=True, text=True, timeout=UP_TIMEOUT, check=False
-        )
+        up = _testbed_cmd(["up", *up_args], env, timeout=UP_TIMEOUT)
     except (OSError, subprocess.TimeoutExpired) as e:
-        pytest.fail(f"the testbed could not start: `hack/testbed up` did not finish: {e}", pytrace=False)
+        pytest.fail(f"the testbed could not start: `{what}` did not finish: {e}", pytrace=False)
     if up.returncode != 0:
         pytest.fail(
-            f"the testbed could not start (`hack/testbed up` exited {up.returncode}):\n{up.stderr[-6000:]}{up.stdout[-2000:]}",
+            f"the testbed could not start (`{what}` exited {up.returncode}):\n{up.stderr[-6000:]}{up.stdout[-2000:]}",
             pytrace=False,
         )
-    env = subprocess.run(
-        [sys.executable, str(TESTBED_CMD), "env", "--json"], capture_output=True, text=True, timeout=120, check=False
-    )
-    if env.returncode != 0:
-        pytest.fail(f"`hack/testbed env --json` failed:\n{env.stderr}", pytrace=False)
-    return Testbed.from_info(json.loads(env.stdout))
+    info = _testbed_cmd(["env", "--json"], env)
+    if info.returncode != 0:
+        pytest.fail(f"`hack/testbed env --json` failed:\n{info.stderr}", pytrace=False)
+    return kind.from_info(json.loads(info.stdout))
 
 
 @pytest.fixture(scope="session")
@@ -289,7 +315,37 @@ def testbed() -> Testbed:
     """The real testbed (kube control plane + SLURM + singularity stand-in), started or reused.
 
     Left running after the session: other sessions and developers reuse it (`hack/testbed down` stops it)."""
-    return _start_testbed()
+    return _start_testbed(Testbed)
+
+
+@pytest.fixture(scope="session")
+def testbed_136() -> Iterator[KubeTestbed]:
+    """A second, independent control plane of Kubernetes 1.36 (testbedlib.layout.K8S_136: its own
+    state dir, PKI and CA, ports shifted by 100 — apiserver https://127.0.0.1:6543 — no SLURM),
+    running next to the shared 1.35 one without touching it. Binaries are built on first use and
+    cached like 1.35's (hack/setup prebuilds them).
+
+    Used by one test module, so it does not idle on the shared cores: the session that started it
+    stops it at the end, unless another live session still holds it; an instance that was already
+    running (a developer's `hack/testbed up`) is left alone."""
+    from testbedlib import holders
+    from testbedlib.layout import K8S_136
+
+    state = K8S_136.state
+    env = {"K8S_VERSION": K8S_136.k8s_version, "VNODE_TESTBED_STATE": str(state)}
+    with holders.guarded(state):
+        if _testbed_cmd(["status"], env).returncode != 0:
+            holders.mark_started_by_session(state)
+        holders.hold(state)
+    try:
+        yield _start_testbed(KubeTestbed, env, ("--kube-only", "--port-offset", str(K8S_136.port_offset)))
+    finally:
+        with holders.guarded(state):
+            if not holders.release(state) and holders.started_by_session(state):
+                down = _testbed_cmd(["down"], env)
+                if down.returncode != 0:  # a session cannot fail after its last test; say it loudly
+                    print(f"testbed_136: `hack/testbed down` failed:\n{down.stderr}", file=sys.stderr)
+                holders.clear_started_by_session(state)
 
 
 @pytest.fixture
@@ -314,7 +370,7 @@ INTEGRATION_DIR = REPO / "tests" / "integration"
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         in_dir = INTEGRATION_DIR in Path(str(item.path)).parents
-        if in_dir or "testbed" in getattr(item, "fixturenames", ()):
+        if in_dir or {"testbed", "testbed_136"} & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.integration)
             item.add_marker(pytest.mark.slow)
 
