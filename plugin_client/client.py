@@ -59,6 +59,7 @@ from .models import (
     encode,
     parse_json,
 )
+from .podcache import EncodedPods
 from .usage import PodUsage
 
 __all__ = [
@@ -168,6 +169,7 @@ class PluginClient:
         self._streams: aiohttp.ClientSession | None = None
         self._token_warning_logged = False
         self._last_ping_warning = ""  # a plugin pinged every 10 s repeats the same mistake
+        self._encoded_pods = EncodedPods()  # /status bodies repeat the same pods every cycle
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -238,7 +240,8 @@ class PluginClient:
         (an empty list on the wire is a ping)."""
         if not pods:
             return []
-        payload, session = await self._call("status", encode(list(pods)), self.config.timeouts.status)
+        body = self._encoded_pods.pod_list(pods)
+        payload, session = await self._call("status", body, self.config.timeouts.status)
         statuses: list[PodStatus] = _decode("status", session, lambda: _status_list(payload))
         return statuses
 
@@ -248,7 +251,7 @@ class PluginClient:
         request. Raises UsageNotSupported when the plugin has no ``/usage``."""
         if not pods:
             return []
-        payload, session = await self._call("usage", encode(list(pods)), self.config.timeouts.usage)
+        payload, session = await self._call("usage", self._encoded_pods.pod_list(pods), self.config.timeouts.usage)
         usages: list[PodUsage] = _decode("usage", session, lambda: _usage_list(payload))
         return usages
 
