@@ -145,18 +145,22 @@ def test_the_demo_offloads_the_example_pod_to_slurm_shows_logs_and_exec_and_leav
 
 def test_a_failing_step_is_named_with_its_reason_and_everything_started_is_stopped(
         demo: DemoRun, testbed: Testbed) -> None:
+    # The plugin refuses --wrap (it would replace the job script), so the pod fails at create and can
+    # never be Running: the demo must stop at step 6 and pass the plugin's reason on.
     pod = yaml.safe_load(DEMO_POD.read_text())
-    pod["spec"]["containers"][0]["args"] = ["echo giving up; exit 3"]
-    bad_pod = demo.state_dir / "failing-pod.yaml"
+    pod["metadata"]["annotations"]["slurm-job.vk.io/flags"] = "--wrap=true"
+    bad_pod = demo.state_dir / "refused-pod.yaml"
     bad_pod.write_text(yaml.safe_dump(pod))
 
     done = demo.run("--pod", str(bad_pod))
     out = done.stdout + done.stderr
     assert done.returncode == 1, out
-    assert re.search(r"^vnode demo FAILED at step 6/10 \(An example pod, offloaded to SLURM\): "
-                     r"pod hello-slurm ended \(Failed\) before the demo could reach it", out, re.MULTILINE), out
-    assert "container hello terminated" in out  # the pod's status says why
+    failure = re.search(r"^vnode demo FAILED at step 6/10 \(An example pod, offloaded to SLURM\): "
+                        r"pod hello-slurm ended \(Failed\) before the demo could reach it: (.*)$", out, re.MULTILINE)
+    assert failure, out
+    assert "ProviderFailed" in failure.group(1) and "--wrap" in failure.group(1), out
     assert "==> Cleaning up after the failure" in out
+    assert "==> [7/10]" not in out  # fail fast: nothing after the failed step
     assert_nothing_left(demo, out, owned_pids(out))
 
 
