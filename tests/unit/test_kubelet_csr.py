@@ -107,6 +107,17 @@ def test_anything_else_is_left_alone(change: dict[str, Any], problem: str) -> No
     assert any(problem in p for p in problems), problems
 
 
+def test_another_nodes_csr_is_recognised_as_none_of_our_business() -> None:
+    # Only those are logged at DEBUG: every approver in a cluster sees every node's CSRs.
+    assert csr.names_another_node(csr_object(node="other-node"), POLICY)
+    assert not csr.names_another_node(csr_object(), POLICY)
+    assert not csr.names_another_node(csr_object(uid="another-uid"), POLICY)  # ours, but wrong: worth INFO
+    garbage = csr_object(node="other-node")
+    garbage["spec"]["request"] = "***"
+    assert not csr.names_another_node(garbage, POLICY)
+    assert certs.csr_common_names(b"not a request") == []
+
+
 def test_a_request_that_is_not_base64_is_refused() -> None:
     obj = csr_object()
     obj["spec"]["request"] = "***"

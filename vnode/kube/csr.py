@@ -171,6 +171,16 @@ def approval_problems(obj: CsrObject, policy: ApprovalPolicy) -> list[str]:
     return problems
 
 
+def names_another_node(obj: CsrObject, policy: ApprovalPolicy) -> bool:
+    """True for a well-formed node CSR of some other node: none of this approver's business. In a
+    cluster with many nodes every approver sees every CSR; only those about its own node (or
+    malformed ones) are worth an INFO line."""
+    pem = request_pem(obj)
+    cns = certs.csr_common_names(pem) if pem else []
+    return (len(cns) == 1 and cns[0].startswith(certs.NODE_USER_PREFIX)
+            and cns[0] != certs.NODE_USER_PREFIX + policy.node_name)
+
+
 def approved(obj: CsrObject, policy: ApprovalPolicy, now: dt.datetime) -> dict[str, Any]:
     """The object to PUT on the ``approval`` subresource."""
     body: dict[str, Any] = {**obj, "apiVersion": "certificates.k8s.io/v1",
@@ -422,7 +432,8 @@ class CsrApprover:
             problems = approval_problems(obj, self.policy)
             if problems:
                 if self.refused.get(name) != problems:
-                    log.info("not approving CSR %s: %s", name, "; ".join(problems))
+                    level = logging.DEBUG if names_another_node(obj, self.policy) else logging.INFO
+                    log.log(level, "not approving CSR %s: %s", name, "; ".join(problems))
                 self.refused[name] = problems
                 self._notify()
                 return

@@ -26,6 +26,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 SIGNER = "kubernetes.io/kubelet-serving"
 NODE_GROUP = "system:nodes"
+NODE_USER_PREFIX = "system:node:"
 USAGES = ("digital signature", "key encipherment", "server auth")
 # Renew at 80 % of the lifetime, like client-go's certificate manager (70-90 % jittered).
 RENEW_FRACTION = 0.8
@@ -118,6 +119,15 @@ def csr_manifest(
         "metadata": {"generateName": name} if generate_name else {"name": name},
         "spec": spec,
     }
+
+
+def csr_common_names(csr_pem: bytes) -> list[str]:
+    """The subject CNs of a PEM certificate request ([] when it does not parse)."""
+    try:
+        csr = x509.load_pem_x509_csr(csr_pem)
+    except ValueError:
+        return []
+    return [str(a.value) for a in csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
 
 
 def serving_csr_problems(
