@@ -325,7 +325,7 @@ def testbed_136() -> Iterator[KubeTestbed]:
     running next to the shared 1.35 one without touching it. Binaries are built on first use and
     cached like 1.35's (hack/setup prebuilds them).
 
-    Used by one test module, so it does not idle on the shared cores: the session that started it
+    Few tests use it, so it does not idle on the shared cores: the session that started it
     stops it at the end, unless another live session still holds it; an instance that was already
     running (a developer's `hack/testbed up`) is left alone."""
     from testbedlib import holders

@@ -1,6 +1,6 @@
 """Which test sessions hold a testbed instance, so the last one out can stop an instance a session started.
 
-An extra instance (the 1.36 control plane) is used by one test module, so the pytest fixture stops it
+An extra instance (the 1.36 control plane) is used by a few tests only, so the pytest fixture stops it
 at the end of the session that brought it up — unless another live session still uses it, or it was
 running before any session asked for it (a developer's `hack/testbed up`). Files in <state>:
 
