@@ -1,6 +1,6 @@
 """TokenReview and SubjectAccessReview: the kubelet endpoint's delegated authn/authz.
 
-Implements `vnode.kubelet.backends.ReviewClient` over the apiserver adapter. Both reviews are
+Implements the kubelet front's `ReviewClient` protocol over the apiserver adapter. Both reviews are
 creates of ephemeral objects; the apiserver answers in `status`.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from vnode.kube.client import KubeClient
-from vnode.kubelet.backends import AccessDecision, UserInfo
+from vnode.kube.identity import AccessDecision, UserInfo
 
 
 class ApiReviewClient:
