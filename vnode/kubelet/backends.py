@@ -7,9 +7,12 @@ kubelet front depends on nothing else. Unit and integration tests provide their 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
+# Defined in vnode.kube.identity (shared with vnode.kube.reviews); re-exported for the kubelet code.
+from vnode.kube.identity import AccessDecision as AccessDecision  # noqa: PLC0414 (re-export)
+from vnode.kube.identity import UserInfo as UserInfo  # noqa: PLC0414 (re-export)
 from vnode.kubelet.requests import LogOptions
 
 Pod = Mapping[str, Any]  # a v1.Pod as a JSON-shaped dict (what the informer cache holds)
@@ -121,20 +124,6 @@ class ExecBackend(Protocol):
     async def attach(self, spec: ExecSpec) -> ExecSession:
         """Attach to the container's main process; :class:`ExecNotSupported` if unsupported."""
         ...
-
-
-@dataclass(frozen=True, slots=True)
-class UserInfo:
-    name: str
-    uid: str = ""
-    groups: tuple[str, ...] = ()
-    extra: Mapping[str, Sequence[str]] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
-class AccessDecision:
-    allowed: bool
-    reason: str = ""
 
 
 class ReviewClient(Protocol):
