@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
@@ -152,6 +153,7 @@ class BurstResult:
     running_series: list[tuple[float, int]]
     latencies_ack: list[float]
     notes: list[str] = field(default_factory=list)
+    loadavg: tuple[float, float] = (0.0, 0.0)  # 1-min load average at the first create / after delete
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -174,6 +176,7 @@ async def run_burst(*, kube: KubeClient, impl: str, node: str, n: int, bind: str
     notes: list[str] = []
     errors = 0
     try:
+        load_start = os.getloadavg()[0]
         plugin_before = await plugin_stats()
         counters_before = agent_counters()
         sampler.mark()
@@ -257,7 +260,8 @@ async def run_burst(*, kube: KubeClient, impl: str, node: str, n: int, bind: str
         pods_per_status_call=(sum(sizes) / len(sizes)) if sizes else None,
         plugin_calls=calls, create_errors=errors,
         running_series=running_over_time(first_create, times.running.values()),
-        latencies_ack=sorted(round(x, 3) for x in ack_lat), notes=notes + _watch_note(watch))
+        latencies_ack=sorted(round(x, 3) for x in ack_lat), notes=notes + _watch_note(watch),
+        loadavg=(load_start, os.getloadavg()[0]))
 
 
 def _watch_note(watch: PodWatch) -> list[str]:

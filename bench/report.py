@@ -62,10 +62,16 @@ def burst_table(bursts: list[dict[str, Any]]) -> list[str]:
             f"| {fmt(r['latency_ack_p50'], 2)} / {fmt(r['latency_ack_p99'], 2)} s "
             f"| {fmt(r['delete_all_s'], 1, ' s')} | {fmt(r['cpu_create_s'], 1)} / {fmt(r['cpu_total_s'], 1)} s "
             f"| {fmt(r['peak_rss_mib'], 0, ' MiB')} | {fmt(total)}{per_pod} "
-            f"| {fmt(r['status_calls_per_cycle'], 2)} ({fmt(r['pods_per_status_call'], 0)}) |")
+            f"| {fmt(r['status_calls_per_cycle'], 2)} ({fmt(r['pods_per_status_call'], 0)}) "
+            f"| {_load(r)} |")
         for note in r.get("notes") or []:
-            lines.append(f"|  | ↳ {note} |||||||||||")
+            lines.append(f"|  | ↳ {note} ||||||||||||")
     return lines
+
+
+def _load(r: dict[str, Any]) -> str:
+    load = r.get("loadavg")
+    return f"{load[0]:.1f} → {load[1]:.1f}" if load else "n/a"
 
 
 def targets(bursts: list[dict[str, Any]], interlink_built: bool) -> list[str]:
