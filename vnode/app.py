@@ -65,10 +65,10 @@ def plugin_client_config(settings: Settings) -> ClientConfig:
                           cert_file=Path(plugin.client_cert) if plugin.client_cert else None,
                           key_file=Path(plugin.client_key) if plugin.client_key else None,
                           insecure=plugin.insecure)
-    # Ping must answer within the ping period, or Ready would lag the plugin.
+    # The ping timeout is its own setting, not the ping period: a short period must not make a
+    # plugin that is merely slow under load look dead (NodeSettings.ping_timeout).
     timeouts = Timeouts(create=plugin.timeout, delete=min(60.0, plugin.timeout),
-                        status=min(60.0, plugin.timeout),
-                        ping=min(Timeouts().ping, settings.node.ping_period))
+                        status=min(60.0, plugin.timeout), ping=settings.node.ping_timeout)
     return ClientConfig(endpoint=endpoint, dialect=plugin.dialect,  # type: ignore[arg-type]
                         token_file=Path(plugin.token_file) if plugin.token_file else None,
                         tls=tls, timeouts=timeouts,

@@ -115,6 +115,13 @@ class NodeSettings:
     pod_cidr: str = ""
     # 10 s: the kubelet's nodeStatusUpdateFrequency; Ready must follow the plugin within that.
     ping_period: float = 10.0
+    # 10 s whatever the period: a plugin busy answering a burst (thousands of pods in one status
+    # call) may take seconds to answer a ping, and a slow answer is not an outage.
+    ping_timeout: float = 10.0
+    # 3 failed pings in a row before NotReady (~2 periods after the first failure, 20-30 s by
+    # default): one lost ping under load must not flap Ready, and 3 periods stays inside the
+    # controller-manager's node-monitor grace period (40-50 s) that it allows a silent kubelet.
+    ping_failure_threshold: int = 3
     # 60 s: status is re-posted at least this often even when unchanged (the bound; the
     # kubelet uses 5 min because its Lease carries liveness, as ours does).
     status_report_period: float = 60.0
@@ -513,6 +520,9 @@ def settings_from_mapping(data: Mapping[str, Any], *, nodename: str | None = Non
         accelerators=accelerators,
         pod_cidr=subnet,
         ping_period=top.number("PingPeriodSeconds", NodeSettings.ping_period, minimum=0.1),
+        ping_timeout=top.number("PingTimeoutSeconds", NodeSettings.ping_timeout, minimum=0.1),
+        ping_failure_threshold=top.integer("PingFailureThreshold", NodeSettings.ping_failure_threshold,
+                                           minimum=1),
         status_report_period=top.number("NodeStatusReportSeconds",
                                         NodeSettings.status_report_period, minimum=1),
         lease_duration=lease_duration,

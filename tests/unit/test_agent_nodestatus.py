@@ -56,6 +56,44 @@ def test_ready_follows_plugin_health_and_names_the_plugin_and_error() -> None:
     assert down["InterlinkConnectivity"]["status"] == "False"
 
 
+def test_ready_survives_fewer_failed_pings_in_a_row_than_the_threshold() -> None:
+    reported, failures = UP, 0
+    for expected in (1, 2):
+        reported, failures = nodestatus.debounced_health(reported, DOWN, failures, 3)
+        assert reported is UP and failures == expected
+    reported, failures = nodestatus.debounced_health(reported, DOWN, failures, 3)
+    assert reported is DOWN and failures == 3
+
+
+def test_one_answered_ping_resets_the_failure_count_and_is_ready_at_once() -> None:
+    reported, failures = nodestatus.debounced_health(UP, DOWN, 0, 3)
+    reported, failures = nodestatus.debounced_health(reported, DOWN, failures, 3)
+    fresh = PluginHealth(True, "unix:///run/p.sock")
+    reported, failures = nodestatus.debounced_health(reported, fresh, failures, 3)
+    assert reported is fresh and failures == 0
+    reported, failures = nodestatus.debounced_health(DOWN, fresh, 7, 3)
+    assert reported is fresh and failures == 0
+
+
+def test_a_plugin_never_reached_is_not_ready_from_the_first_failed_ping() -> None:
+    unknown = PluginHealth.unknown("unix:///run/p.sock")
+    reported, failures = nodestatus.debounced_health(unknown, DOWN, 0, 3)
+    assert reported is DOWN and failures == 1
+
+
+def test_a_threshold_of_one_turns_not_ready_at_the_first_failure() -> None:
+    assert nodestatus.debounced_health(UP, DOWN, 0, 1) == (DOWN, 1)
+
+
+def test_ping_timeout_and_failure_threshold_are_settings_independent_of_the_period() -> None:
+    s = settings(PingPeriodSeconds=1)
+    assert (s.node.ping_timeout, s.node.ping_failure_threshold) == (10.0, 3)
+    s = settings(PingPeriodSeconds=1, PingTimeoutSeconds=4, PingFailureThreshold=5)
+    assert (s.node.ping_timeout, s.node.ping_failure_threshold) == (4.0, 5)
+    from vnode.app import plugin_client_config
+    assert plugin_client_config(s).timeouts.ping == 4.0
+
+
 def test_pressure_and_network_conditions_are_always_false() -> None:
     for health in (UP, DOWN):
         conds = {c["type"]: c["status"] for c in nodestatus.conditions(health, NOW, [])}

@@ -1,8 +1,8 @@
 """The Node: registration (create or adopt), plugin health → Ready, and status writes.
 
-Every `ping_period` (10 s) the plugin is pinged. Its answer decides Ready (False, with a message
-naming the plugin and the error, while it is unreachable; True again by itself when it answers) and
-may update capacity and taints (interLink's PingResponse). The Node's status is patched when
+Every `ping_period` (10 s) the plugin is pinged. Its answers decide Ready (False, with a message
+naming the plugin and the error, after `ping_failure_threshold` failed pings in a row; True again
+by itself at the first answer) and may update capacity and taints (interLink's PingResponse). The Node's status is patched when
 something material changed, and at least every `status_report_period` (60 s) to refresh heartbeat
 times; labels/taints are patched only when they differ, conditionally on the resourceVersion.
 
@@ -49,6 +49,7 @@ class NodeController:
         self.on_health_change = on_health_change
         self.recorder = recorder
         self._last_status_write = float("-inf")
+        self.ping_failures = 0  # consecutive failed pings
         self.status_writes = 0
         self.ready_event = asyncio.Event()  # set while the plugin answers pings
 
@@ -56,16 +57,26 @@ class NodeController:
     def uid(self) -> str:
         return str((self.node or {}).get("metadata", {}).get("uid", ""))
 
-    async def check_plugin(self) -> PluginHealth:
+    async def _ping(self) -> PluginHealth:
         endpoint = self.settings.plugin.endpoint
         try:
             ping = await self.provider.ping()
-            health = PluginHealth(True, endpoint, ping=ping)
+            return PluginHealth(True, endpoint, ping=ping)
         except PluginError as err:
-            health = PluginHealth(False, endpoint, error=str(err))
+            return PluginHealth(False, endpoint, error=str(err))
         except Exception as err:  # a plugin bug must not stop the node heartbeat
             log.exception("ping of plugin %s failed unexpectedly", endpoint)
-            health = PluginHealth(False, endpoint, error=f"{type(err).__name__}: {err}")
+            return PluginHealth(False, endpoint, error=f"{type(err).__name__}: {err}")
+
+    async def check_plugin(self) -> PluginHealth:
+        endpoint = self.settings.plugin.endpoint
+        observed = await self._ping()
+        threshold = self.settings.node.ping_failure_threshold
+        health, self.ping_failures = nodestatus.debounced_health(self.health, observed,
+                                                                 self.ping_failures, threshold)
+        if health is not observed:
+            log.warning("ping of plugin %s failed (%d of %d in a row before NotReady): %s",
+                        endpoint, self.ping_failures, threshold, observed.error)
         changed = health.reachable != self.health.reachable
         if changed:
             if health.reachable:

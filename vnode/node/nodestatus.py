@@ -50,6 +50,23 @@ class PluginHealth:
         return cls(False, endpoint, "not contacted yet")
 
 
+def debounced_health(reported: PluginHealth, observed: PluginHealth, failures: int,
+                     threshold: int) -> tuple[PluginHealth, int]:
+    """The health to report after one ping, and the new count of consecutive failed pings.
+
+    A reachable plugin turns NotReady only after `threshold` failed pings in a row: under load a
+    single ping can time out while the plugin is fine, and flapping Ready makes the
+    controller-manager taint the node and mark every pod NotReady. A plugin that is not reachable
+    yet (or any more) stays so until one ping succeeds; a success counts at once.
+    """
+    if observed.reachable:
+        return observed, 0
+    failures += 1
+    if reported.reachable and failures < threshold:
+        return reported, failures  # keep Ready (and the last answer's capacity) for now
+    return observed, failures
+
+
 def node_labels(settings: Settings) -> dict[str, str]:
     """interLink's labels, then accelerator models, then the configured ones."""
     name = settings.node.name
