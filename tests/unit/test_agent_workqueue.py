@@ -156,3 +156,25 @@ def test_at_least_one_worker_is_required() -> None:
 
     with pytest.raises(ValueError):
         WorkQueue(handle, workers=0)
+
+
+async def test_urgent_keys_run_before_ordinary_keys_that_wait_longer() -> None:
+    gate = asyncio.Event()
+    runs: list[str] = []
+
+    async def handle(key: str) -> None:
+        await gate.wait()
+        runs.append(key)
+
+    queue: WorkQueue[str] = WorkQueue(handle, workers=1)
+    queue.start()
+    queue.add("busy")
+    await asyncio.sleep(0.01)  # the only worker is taken
+    for key in ("create-1", "create-2", "create-3"):
+        queue.add(key)
+    queue.add("status-1", urgent=True)
+    queue.add("create-2", urgent=True)  # a waiting key moves ahead, and still runs once
+    gate.set()
+    await asyncio.wait_for(queue.wait_idle(), 10)
+    await queue.stop()
+    assert runs == ["busy", "status-1", "create-2", "create-1", "create-3"]

@@ -6,6 +6,10 @@ nothing, and adding a key while it is being processed makes it run once more aft
 therefore reads the *latest* state for the key, never the event that queued it, so bursts of
 events for one pod collapse into one sync.
 
+Two lanes: `add(key, urgent=True)` puts the key ahead of every ordinary one. The pod controller
+uses it for work that is quick and latency-bound (writing a status the plugin just reported) so
+that it never waits behind a burst of slow creates; ordinary keys keep their FIFO order.
+
 Workers are supervised: a handler that raises is logged and its key retried with per-key capped
 exponential backoff; it never takes a worker (or the node) down.
 """
@@ -14,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Generic, TypeVar
 
@@ -35,7 +40,13 @@ class WorkQueue(Generic[K]):
         # Backoff for keys whose handler raised: 0.5 s doubling to 5 min, like the kubelet's
         # pod-worker backoff cap.
         self.error_backoff = error_backoff or Backoff(base=0.5, factor=2.0, cap=300.0)
-        self._ready: asyncio.Queue[K] = asyncio.Queue()
+        # Keys ready to run, per lane. A key can sit in both lanes (queued, then made urgent):
+        # the first pop runs it and the other entry is skipped as stale. One semaphore release
+        # per entry wakes exactly one worker.
+        self._urgent_lane: deque[K] = deque()
+        self._normal_lane: deque[K] = deque()
+        self._entries = asyncio.Semaphore(0)
+        self._urgent: set[K] = set()  # waiting keys that go in the urgent lane
         self._dirty: set[K] = set()
         self._processing: set[K] = set()
         self._timers: dict[K, asyncio.TimerHandle] = {}
@@ -46,17 +57,28 @@ class WorkQueue(Generic[K]):
 
     # -- adding work ------------------------------------------------------------------------
 
-    def add(self, key: K) -> None:
-        """Queue `key` now (no-op if it is already waiting)."""
+    def add(self, key: K, *, urgent: bool = False) -> None:
+        """Queue `key` now (no-op if it is already waiting, except that `urgent` moves a waiting
+        key ahead)."""
         timer = self._timers.pop(key, None)
         if timer is not None:
             timer.cancel()
         if key in self._dirty:
+            if urgent and key not in self._urgent:
+                self._urgent.add(key)
+                if key not in self._processing:
+                    self._push(key)
             return
         self._dirty.add(key)
+        if urgent:
+            self._urgent.add(key)
         self._idle.clear()
         if key not in self._processing:
-            self._ready.put_nowait(key)
+            self._push(key)
+
+    def _push(self, key: K) -> None:
+        (self._urgent_lane if key in self._urgent else self._normal_lane).append(key)
+        self._entries.release()
 
     def add_after(self, key: K, delay: float) -> None:
         """Queue `key` after `delay` seconds. An earlier pending timer for the key wins."""
@@ -89,22 +111,27 @@ class WorkQueue(Generic[K]):
     # -- running -----------------------------------------------------------------------------
 
     def __len__(self) -> int:
-        return self._ready.qsize()
+        return len(self._dirty - self._processing)
 
     @property
     def busy(self) -> bool:
         return bool(self._dirty or self._processing or self._timers)
 
     async def _next(self) -> K:
-        key = await self._ready.get()
-        self._dirty.discard(key)
-        self._processing.add(key)
-        return key
+        while True:
+            await self._entries.acquire()
+            key = self._urgent_lane.popleft() if self._urgent_lane else self._normal_lane.popleft()
+            if key not in self._dirty or key in self._processing:
+                continue  # the stale second entry of a key that was made urgent
+            self._dirty.discard(key)
+            self._urgent.discard(key)
+            self._processing.add(key)
+            return key
 
     def _done(self, key: K) -> None:
         self._processing.discard(key)
         if key in self._dirty:
-            self._ready.put_nowait(key)
+            self._push(key)
         if not self.busy:
             self._idle.set()
 
