@@ -15,12 +15,15 @@ class RecordingClient:
         self.calls: list[tuple[str, str, Any]] = []
         self.fail_next: Exception | None = None
 
-    async def post(self, path: str, body: Any) -> Any:
+    async def post(self, path: str, body: Any, *, background: bool = False) -> Any:
+        assert background, "events are background requests"
         self._maybe_fail()
         self.calls.append(("POST", path, body))
         return body
 
-    async def patch(self, path: str, body: Any, *, content_type: str = "") -> Any:
+    async def patch(self, path: str, body: Any, *, content_type: str = "",
+                    background: bool = False) -> Any:
+        assert background, "events are background requests"
         self._maybe_fail()
         self.calls.append(("PATCH", path, body))
         return body

@@ -6,7 +6,10 @@ what the agent needs and the generated API does not give:
 
 * raw JSON in and out: pods reach the plugin exactly as the apiserver served them, including fields
   newer than the client's models, and patches are sent with the content type we choose;
-* one client-side rate limiter for every request (qps/burst like the kubelet's);
+* one client-side rate limiter for every request, and a background lane: requests marked
+  `background` (events) go out only while no other request is in flight, so they never take the
+  apiserver's time from a pod's create or status;
+* a count of the requests sent, per verb and resource (for benchmarks and metrics);
 * one retry policy for transient failures that honours Retry-After;
 * errors classified once into `vnode.kube.errors` types;
 * watch streams with an inactivity timeout.
@@ -19,6 +22,7 @@ import json
 import logging
 import os
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any, cast
 
@@ -70,10 +74,25 @@ class LineSplitter:
         return lines
 
 
+def resource_of(path: str) -> str:
+    """`pods/status`, `events`, `leases`...: the resource (and subresource) a request path names,
+    for counting requests. `/api/v1/namespaces/ns/pods/p/status` → `pods/status`."""
+    parts = [p for p in path.split("?", 1)[0].split("/") if p]
+    if parts[:1] == ["api"]:
+        parts = parts[2:]
+    elif parts[:1] == ["apis"]:
+        parts = parts[3:]
+    if len(parts) >= 3 and parts[0] == "namespaces":
+        parts = parts[2:]
+    if not parts:
+        return ""
+    return f"{parts[0]}/{parts[2]}" if len(parts) >= 3 else parts[0]
+
+
 class KubeClient:
     """JSON requests to the apiserver with rate limiting, retries and typed errors."""
 
-    def __init__(self, configuration: Configuration, *, qps: float = 50.0, burst: int = 100,
+    def __init__(self, configuration: Configuration, *, qps: float = 200.0, burst: int = 400,
                  retry: RetryPolicy | None = None, request_timeout: float = 30.0,
                  max_connections: int = 100) -> None:
         self.configuration = configuration
@@ -86,6 +105,11 @@ class KubeClient:
         configuration.connection_pool_maxsize = max_connections
         self._rest: RESTClientObject | None = None
         self.requests_sent = 0
+        self.requests: Counter[str] = Counter()  # "PATCH pods/status" -> count
+        # Foreground requests in flight (or waiting for a token); background ones wait for 0.
+        self._foreground = 0
+        self._quiet = asyncio.Event()
+        self._quiet.set()
 
     @classmethod
     async def connect(cls, kubeconfig: str | None = None, **kwargs: Any) -> KubeClient:
@@ -120,20 +144,39 @@ class KubeClient:
 
     async def request(self, method: str, path: str, *, query: Query | None = None,
                       body: Any = None, content_type: str = JSON,
-                      timeout: float | None = None, retry: bool = True) -> Any:
-        """Send one JSON request; retry transient failures per the policy; return decoded JSON."""
+                      timeout: float | None = None, retry: bool = True,
+                      background: bool = False) -> Any:
+        """Send one JSON request; retry transient failures per the policy; return decoded JSON.
+
+        `background`: wait until no foreground request is in flight before each attempt (for
+        writes nobody waits for, like events)."""
         attempt = 0
-        while True:
-            try:
-                return await self._request_once(method, path, query=query, body=body,
-                                                content_type=content_type, timeout=timeout)
-            except KubeError as err:
-                delay = self.retry.next_delay(err, attempt) if retry else None
-                if delay is None:
-                    raise
-                log.debug("retrying %s %s in %.2fs after: %s", method, path, delay, err)
-                attempt += 1
-                await asyncio.sleep(delay)
+        if not background:
+            self._foreground += 1
+            self._quiet.clear()
+        try:
+            while True:
+                if background:
+                    await self._wait_quiet()
+                try:
+                    return await self._request_once(method, path, query=query, body=body,
+                                                    content_type=content_type, timeout=timeout)
+                except KubeError as err:
+                    delay = self.retry.next_delay(err, attempt) if retry else None
+                    if delay is None:
+                        raise
+                    log.debug("retrying %s %s in %.2fs after: %s", method, path, delay, err)
+                    attempt += 1
+                    await asyncio.sleep(delay)
+        finally:
+            if not background:
+                self._foreground -= 1
+                if self._foreground == 0:
+                    self._quiet.set()
+
+    async def _wait_quiet(self) -> None:
+        while self._foreground:
+            await self._quiet.wait()
 
     async def _request_once(self, method: str, path: str, *, query: Query | None, body: Any,
                             content_type: str, timeout: float | None) -> Any:
@@ -143,6 +186,7 @@ class KubeClient:
         params = list(query.items()) if isinstance(query, Mapping) else list(query or [])
         started = time.monotonic()
         self.requests_sent += 1
+        self.requests[f"{method} {resource_of(path)}"] += 1
         try:
             resp = await self._session().request(
                 method, self.host + path, query_params=cast(Any, params or None), headers=headers,
@@ -175,6 +219,7 @@ class KubeClient:
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.request_timeout,
                                         sock_read=inactivity_timeout)
         self.requests_sent += 1
+        self.requests[f"WATCH {resource_of(path)}"] += 1
         try:
             resp = await self._session().request(
                 "GET", self.host + path, query_params=cast(Any, params), headers=headers,
@@ -205,14 +250,17 @@ class KubeClient:
     async def get(self, path: str, *, query: Query | None = None) -> Any:
         return await self.request("GET", path, query=query)
 
-    async def post(self, path: str, body: Any, *, query: Query | None = None) -> Any:
-        return await self.request("POST", path, body=body, query=query)
+    async def post(self, path: str, body: Any, *, query: Query | None = None,
+                   background: bool = False) -> Any:
+        return await self.request("POST", path, body=body, query=query, background=background)
 
     async def put(self, path: str, body: Any) -> Any:
         return await self.request("PUT", path, body=body)
 
-    async def patch(self, path: str, body: Any, *, content_type: str = MERGE_PATCH) -> Any:
-        return await self.request("PATCH", path, body=body, content_type=content_type)
+    async def patch(self, path: str, body: Any, *, content_type: str = MERGE_PATCH,
+                    background: bool = False) -> Any:
+        return await self.request("PATCH", path, body=body, content_type=content_type,
+                                  background=background)
 
     async def delete(self, path: str, body: Any = None) -> Any:
         return await self.request("DELETE", path, body=body)

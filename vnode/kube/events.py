@@ -1,7 +1,10 @@
 """Kubernetes Events (core/v1) for `kubectl describe`, deduplicated like client-go's recorder.
 
 `emit()` never blocks and never fails: events are queued and written by one background task, so a
-slow or failing apiserver delays events, never pod work. An event identical to a recent one (same
+slow or failing apiserver delays events, never pod work. They are also the apiserver client's
+*background* requests (sent only while no pod create/status request is in flight) and have their
+own rate limit, like the kubelet's separate event QPS: during a burst of thousands of pods the
+`Submitted` events follow the statuses instead of competing with them. An event identical to a recent one (same
 object, type, reason and message) is not created again: the existing Event's `count` and
 `lastTimestamp` are patched instead, which is what `kubectl describe` shows as "(x5 over 2m)".
 """
@@ -19,7 +22,8 @@ from typing import Any
 from urllib.parse import quote
 
 from vnode.kube.client import MERGE_PATCH, KubeClient
-from vnode.kube.errors import KubeError, NotFound
+from vnode.kube.errors import Forbidden, KubeError, NotFound
+from vnode.kube.ratelimit import TokenBucket
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +33,15 @@ COMPONENT = "vnode"
 # The apiserver rejects event messages above 1 KiB... it does not, but kubectl and etcd suffer;
 # client-go truncates at 1024 characters, so do we.
 MAX_MESSAGE = 1024
+# 50 events/s, bursts of 100: the kubelet's eventRecordQPS/eventBurst, on top of the background lane.
+EVENT_QPS = 50.0
+EVENT_BURST = 100
+
+
+def _namespace_gone(err: KubeError) -> bool:
+    text = str(err)
+    return (isinstance(err, NotFound) and "namespaces" in text) or \
+        (isinstance(err, Forbidden) and "being terminated" in text)
 
 
 def _now() -> str:
@@ -87,6 +100,7 @@ class EventRecorder:
         # 4096 like client-go's event correlator LRU.
         self._seen: OrderedDict[tuple[str, str, str, str], _Seen] = OrderedDict()
         self._cache_size = cache_size
+        self.bucket = TokenBucket(EVENT_QPS, EVENT_BURST)
         self.dropped = 0
         self.written = 0
 
@@ -106,8 +120,10 @@ class EventRecorder:
             try:
                 await self.write(event)
             except KubeError as err:
-                log.warning("could not write event %s for %s/%s: %s", event.reason,
-                            event.ref.namespace, event.ref.name, err)
+                # An event for a namespace being deleted (its pods went first) is expected noise.
+                level = logging.DEBUG if _namespace_gone(err) else logging.WARNING
+                log.log(level, "could not write event %s for %s/%s: %s", event.reason,
+                        event.ref.namespace, event.ref.name, err)
 
     async def flush(self) -> None:
         """Write everything queued now (used at shutdown and in tests)."""
@@ -119,6 +135,7 @@ class EventRecorder:
                 log.warning("could not write event %s: %s", event.reason, err)
 
     async def write(self, event: PendingEvent) -> None:
+        await self.bucket.acquire()
         key = (event.ref.uid, event.type, event.reason, event.message)
         seen = self._seen.get(key)
         if seen is not None:
@@ -127,7 +144,7 @@ class EventRecorder:
             path = f"/api/v1/namespaces/{quote(seen.namespace, safe='')}/events/{quote(seen.name, safe='')}"
             try:
                 await self.client.patch(path, {"count": seen.count, "lastTimestamp": event.timestamp},
-                                        content_type=MERGE_PATCH)
+                                        content_type=MERGE_PATCH, background=True)
                 self.written += 1
                 return
             except NotFound:
@@ -143,7 +160,8 @@ class EventRecorder:
             "firstTimestamp": event.timestamp, "lastTimestamp": event.timestamp, "count": 1,
             "reportingComponent": COMPONENT, "reportingInstance": self.host,
         }
-        await self.client.post(f"/api/v1/namespaces/{quote(namespace, safe='')}/events", body)
+        await self.client.post(f"/api/v1/namespaces/{quote(namespace, safe='')}/events", body,
+                               background=True)
         self.written += 1
         self._seen[key] = _Seen(name, namespace, 1)
         while len(self._seen) > self._cache_size:
