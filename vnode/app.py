@@ -34,7 +34,13 @@ from vnode.kube.client import KubeClient
 from vnode.kube.errors import Forbidden, Invalid, KubeError
 from vnode.kube.events import EventRecorder
 from vnode.kube.informer import Informer
-from vnode.kube.resources import LeaseApi, NodeApi, ObjectApi, PodApi
+from vnode.kube.resources import (
+    LeaseApi,
+    NodeApi,
+    ObjectApi,
+    PodApi,
+    without_managed_fields,
+)
 from vnode.kube.retry import Backoff
 from vnode.kubelet.endpoint import (
     EndpointOptions,
@@ -180,7 +186,8 @@ class App:
                              node_allocatable=lambda: nodestatus.capacity(s, node.health.ping))
         node.on_health_change = lambda health: pods.on_plugin_health(health.reachable)
         informer = Informer(kube, "/api/v1/pods", pods.on_pod_event,
-                            field_selector=f"spec.nodeName={s.node.name}", name="pod-informer")
+                            field_selector=f"spec.nodeName={s.node.name}", name="pod-informer",
+                            transform=without_managed_fields)
         self.agent = Agent(kube, plugin, recorder, node, lease, ledger, pods, informer)
         return self.agent
 
@@ -266,6 +273,8 @@ class App:
             await self._cancel(agent, name)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(agent.recorder.flush(), timeout=5.0)
+        log.info("apiserver requests sent: %s", ", ".join(
+            f"{kind} {count}" for kind, count in sorted(agent.kube.requests.items())))
         await agent.plugin.close()
         await agent.kube.close()
         if agent.health is not None:  # last: probes stay green until the very end

@@ -83,15 +83,14 @@ class FakeApiServer:
         if patch["metadata"]["uid"] != pod["metadata"]["uid"]:
             raise Conflict("uid precondition")
         self.status_patches.append((pod["metadata"]["uid"], patch))
-        pod["status"] = apply_status_patch(pod, patch)["status"]  # type: ignore[arg-type]
-        return self._changed(pod)
-
-    async def patch_annotations(self, ns: str, name: str, uid: str,
-                                annotations: dict[str, str | None]) -> dict[str, Any]:
-        pod = self._find(ns, name)
-        if pod["metadata"]["uid"] != uid:
-            raise Conflict("uid precondition")
-        pod["metadata"].setdefault("annotations", {}).update(annotations)
+        if "status" in patch:
+            pod["status"] = apply_status_patch(pod, patch)["status"]  # type: ignore[arg-type]
+        # pods/status takes metadata changes too (labels, annotations), as the apiserver does.
+        for key, value in (patch["metadata"].get("annotations") or {}).items():
+            if value is None:
+                pod["metadata"].get("annotations", {}).pop(key, None)
+            else:
+                pod["metadata"].setdefault("annotations", {})[key] = value
         return self._changed(pod)
 
     async def delete_now(self, ns: str, name: str, uid: str) -> None:
@@ -233,9 +232,9 @@ async def test_a_pod_is_submitted_once_annotated_and_its_status_follows_the_plug
     await h.settle()
     assert h.backend.create_count("u1") == 1
     jid = h.backend.pods["u1"].jid
-    assert h.pod("u1")["metadata"]["annotations"][JOB_ID_ANNOTATION] == jid
     assert "Submitted" in h.recorder.reasons("u1")
     await h.poll()
+    assert h.pod("u1")["metadata"]["annotations"][JOB_ID_ANNOTATION] == jid
     assert h.pod("u1")["status"]["phase"] == "Running"
     h.backend.finish("u1", 7)
     await h.poll()
@@ -338,6 +337,7 @@ async def test_transient_create_failures_retry_until_the_plugin_accepts(h: Harne
     assert len(h.backend.calls_of("create", "u1")) == 4
     assert "u1" in h.backend.pods
     assert h.recorder.reasons("u1").count("SubmitFailed") >= 1
+    await h.poll()
     assert h.pod("u1")["metadata"]["annotations"][JOB_ID_ANNOTATION]
 
 
@@ -599,3 +599,119 @@ async def test_a_pod_mounting_a_pvc_is_refused_with_a_message_and_host_paths_pas
     assert h.backend.create_count("u1") == 0
     assert h.backend.create_count("u2") == 1
     assert h.backend.pods["u2"].data.pod["spec"]["volumes"] == host["spec"]["volumes"]
+
+
+async def _until(check: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.01)
+
+
+async def test_a_job_that_starts_at_once_costs_one_pod_write_running_with_its_job_id() -> None:
+    h = Harness(StatusPeriodSeconds=60)  # no full cycle during the test: the fast lane answers
+    poller = asyncio.ensure_future(h.ctrl.run_status())
+    try:
+        await h.start()
+        h.api.add_pod(make_pod("u1"))
+        await _until(lambda: h.pod("u1")["status"]["phase"] == "Running", "the pod to run")
+        await h.settle()
+        (patch,) = [p for uid, p in h.api.status_patches if uid == "u1"]
+        assert patch["metadata"]["annotations"] == {JOB_ID_ANNOTATION: h.backend.pods["u1"].jid}
+        assert patch["status"]["phase"] == "Running"
+        assert h.pod("u1")["metadata"]["annotations"][JOB_ID_ANNOTATION] == h.backend.pods["u1"].jid
+    finally:
+        poller.cancel()
+        await asyncio.gather(poller, return_exceptions=True)
+        await h.close()
+
+
+async def test_fresh_pods_are_asked_about_together_in_the_fast_lane() -> None:
+    h = Harness(StatusPeriodSeconds=60)
+    poller = asyncio.ensure_future(h.ctrl.run_status())
+    try:
+        await h.start()
+        for i in range(20):
+            h.api.add_pod(make_pod(f"u{i:02d}"))
+        await _until(lambda: all(p["status"].get("phase") == "Running" for p in h.api.pods.values()),
+                     "every pod to run")
+        calls = h.backend.calls_of("status")
+        assert sum(len(c.uids) for c in calls) == 20  # each pod asked about once: it runs at once
+        assert len(calls) < 20  # and in shared calls
+        assert not h.ctrl._fast_due  # out of the fast lane once running
+    finally:
+        poller.cancel()
+        await asyncio.gather(poller, return_exceptions=True)
+        await h.close()
+
+
+async def test_a_pod_waiting_remotely_gets_its_job_id_at_once_and_one_status_write_when_it_starts() -> None:
+    h = Harness(FakeBackend(auto_run=False), StatusPeriodSeconds=60)
+    poller = asyncio.ensure_future(h.ctrl.run_status())
+    try:
+        await h.start()
+        h.api.add_pod(make_pod("u1"))
+        await _until(lambda: JOB_ID_ANNOTATION in h.pod("u1")["metadata"].get("annotations", {}),
+                     "the job id annotation")
+        await _until(lambda: len(h.backend.calls_of("status", "u1")) >= 2, "a second fast question")
+        writes = len(h.api.status_patches)  # job id with ContainerCreating
+        assert h.pod("u1")["status"]["phase"] == "Pending"
+        h.backend.run("u1")
+        await _until(lambda: h.pod("u1")["status"]["phase"] == "Running", "the pod to run")
+        await h.settle()
+        assert len(h.api.status_patches) == writes + 1
+        assert "u1" not in h.ctrl._fast_due
+    finally:
+        poller.cancel()
+        await asyncio.gather(poller, return_exceptions=True)
+        await h.close()
+
+
+async def test_the_echo_of_our_own_status_write_is_not_synced_again(h: Harness) -> None:
+    await h.start()
+    h.api.add_pod(make_pod("u1"))
+    await h.settle()
+    await h.poll()
+    rec = h.ctrl.records["u1"]
+    assert rec.echo_rv == h.pod("u1")["metadata"]["resourceVersion"]
+    calls: list[str] = []
+    real_sync = h.ctrl.sync
+
+    async def counting_sync(r: Any) -> None:
+        calls.append(r.uid)
+        await real_sync(r)
+
+    h.ctrl.sync = counting_sync  # type: ignore[method-assign]
+    h.ctrl.on_pod_event(MODIFIED, copy.deepcopy(h.pod("u1")))  # the watch echo
+    await h.settle()
+    assert calls == []
+    h.pod("u1")["metadata"]["labels"] = {"team": "a"}  # someone else's change is synced
+    h.api._changed(h.pod("u1"))
+    await h.settle()
+    assert calls == ["u1"]
+
+
+async def test_pods_referencing_one_configmap_at_once_cost_one_get() -> None:
+    h = Harness()
+    gets = 0
+    real_get = h.api.get_configmap
+
+    async def slow_get(ns: str, name: str) -> dict[str, Any] | None:
+        nonlocal gets
+        gets += name == "shared"
+        await asyncio.sleep(0.05)  # all pods ask while the first GET is in flight
+        return await real_get(ns, name)
+
+    h.api.get_configmap = slow_get  # type: ignore[method-assign]
+    h.api.configmaps[("ns", "shared")] = {"metadata": {"name": "shared"}, "data": {"k": "v"}}
+    try:
+        await h.start()
+        for i in range(10):
+            pod = make_pod(f"u{i}", volumes=[{"name": "c", "configMap": {"name": "shared"}}])
+            pod["spec"]["containers"][0]["volumeMounts"] = [{"name": "c", "mountPath": "/etc/c"}]
+            h.api.add_pod(pod)
+        await h.settle()
+        assert all(h.backend.create_count(f"u{i}") == 1 for i in range(10))
+        assert gets == 1
+    finally:
+        await h.close()

@@ -13,11 +13,16 @@ Lifecycle of one pod (see README/CONFIG.md for the user-facing story):
    body). Ask the plugin's status for this uid first; if it knows the pod, adopt its job id.
 3. **Resolve**: fetch referenced ConfigMaps/Secrets and service-account tokens; when one is
    missing the pod waits (ContainerCreating + Warning event) and is retried.
-4. **Submit**: ledger entry (durable) → POST /create → JobID annotation → "Submitted" event.
+4. **Submit**: ledger entry (durable) → POST /create → "Submitted" event (a background write).
    Transient failures retry with capped exponential backoff; a permanent failure (the plugin said
    no) fails the pod with reason ProviderFailed and the plugin's message.
 5. **Status**: the status poller asks the plugin about *all* submitted, non-terminal pods in one
-   call per cycle; a changed answer re-queues the pod, whose worker patches pods/status if needed.
+   call per cycle (`StatusPeriodSeconds`), and about freshly submitted pods in a fast lane: first
+   ~0.25 s after the create, then at growing intervals until the plugin reports them past
+   waiting. A changed answer re-queues the pod in the work queue's urgent lane, whose worker
+   patches pods/status if needed. The first such patch also carries the JobID annotation
+   (pods/status accepts metadata changes), so a pod whose job starts at once costs exactly one
+   pod write: straight to Running, with its job id.
 6. **Delete**: deletionTimestamp (or the object vanishing) → POST /delete, retried until the
    plugin confirms or says it does not know the pod → ledger entry dropped → the API object is
    removed with grace 0 and a uid precondition. A pod deleted while its create is in flight is
@@ -27,10 +32,11 @@ Lifecycle of one pod (see README/CONFIG.md for the user-facing story):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -44,7 +50,7 @@ from plugin_client.errors import (
 from plugin_client.models import PodStatus as RemotePodStatus
 from vnode.kube.errors import Conflict, KubeError, NotFound
 from vnode.kube.events import NORMAL, WARNING, EventRecorder
-from vnode.kube.informer import ADDED, DELETED, MODIFIED, uid_of
+from vnode.kube.informer import ADDED, DELETED, MODIFIED, rv_of, uid_of
 from vnode.kube.resources import ObjectApi, PodApi
 from vnode.kube.retry import Backoff
 from vnode.kube.types import Pod, PodStatus
@@ -65,9 +71,16 @@ JOB_ID_ANNOTATION = "JobID"  # interLink's key (PR #239); tools and users read i
 OBJECT_CACHE_SECONDS = 3.0
 # How often to ask the plugin again about a create that may still be in flight after a crash.
 IN_FLIGHT_RECHECK_SECONDS = 2.0
+# The fast status lane: a submitted pod is asked about after each of these delays (the first one
+# gathers the creates of a burst into one call), until the plugin reports it past waiting; then
+# only the full cycle asks. Sum ~7.75 s: a job that starts within seconds is seen within ~a second
+# of it, and a job queued for hours costs 5 extra, batched, questions.
+FAST_POLL_DELAYS = (0.25, 0.5, 1.0, 2.0, 4.0)
+# Pods due within this much of the earliest one are asked about in the same call.
+FAST_POLL_GATHER = 0.1
 
 
-@dataclass
+@dataclass(slots=True)
 class PodRecord:
     """What the agent knows about one pod (by uid) beyond the apiserver object."""
 
@@ -85,7 +98,17 @@ class PodRecord:
     not_before: float = 0.0  # monotonic time before which a retry should not run
     missing_polls: int = 0
     status_quarantined: bool = False  # its status answer was malformed; polled on its own
-    events_sent: set[str] = field(default_factory=set)
+    events_sent: set[str] | None = None  # keys of once-only events (None until the first)
+    # The job id is known but not yet in the pod's JobID annotation: the next status write
+    # carries it (or writes it alone).
+    annotation_pending: bool = False
+    # resourceVersion our last write produced: its watch echo needs no sync.
+    echo_rv: str = ""
+    # Fast status lane: index into FAST_POLL_DELAYS of the next delay (-1: not in the lane).
+    fast_step: int = -1
+    # The API object's removal was sent (grace 0): the events that follow it (the apiserver's own
+    # update to grace 0, then DELETED) need nothing more.
+    removed: bool = False
 
     @property
     def ref(self) -> str:
@@ -127,6 +150,10 @@ class PodController:
         self.extra_env = submission.kubernetes_service_env(settings.kube.api_addr,
                                                            settings.kube.api_port)
         self._poke = asyncio.Event()
+        self._full_poll_now = False
+        # uid -> monotonic time its next fast-lane status question is due.
+        self._fast_due: dict[str, float] = {}
+        self._next_wake = float("inf")  # when the poller wakes next (a sooner due pokes it)
         self.started = False
         self._token_notices: set[tuple[str, str]] = set()
         # While the plugin does not answer pings, the statuses we hold are stale: write none, and
@@ -134,8 +161,10 @@ class PodController:
         # the Node went NotReady, virtual-kubelet #899).
         self.plugin_reachable = True
         # ConfigMaps/Secrets fetched in the last few seconds, by (kind, namespace, name): a burst
-        # of pods referencing the same object (kube-root-ca.crt, a shared config) costs one GET.
+        # of pods referencing the same object (kube-root-ca.crt, a shared config) costs one GET,
+        # also when they all ask at once (the first GET in flight is shared).
         self._object_cache: dict[tuple[str, str, str], tuple[float, Any]] = {}
+        self._object_fetches: dict[tuple[str, str, str], asyncio.Future[Any]] = {}
         # Counters for logs/metrics and tests.
         self.creates = 0
         self.deletes = 0
@@ -162,8 +191,11 @@ class PodController:
             rec = PodRecord(uid=uid, pod=pod, last_pod=pod)
             self.records[uid] = rec
         else:
+            echo = etype == MODIFIED and rec.echo_rv and rv_of(obj) == rec.echo_rv
             rec.pod = pod
             rec.last_pod = pod
+            if echo:
+                return  # our own write coming back: nothing changed that the record lacks
         self._enqueue(uid)
 
     def _enqueue(self, uid: str) -> None:
@@ -225,8 +257,11 @@ class PodController:
             self.queue.forget(rec.uid)
             return
         if pod.get("metadata", {}).get("deletionTimestamp"):
+            if rec.removed:
+                return
             await self._delete_remote(rec)
             await self.pods.delete_now(_ns(pod), _name(pod), rec.uid)
+            rec.removed = True
             return
         now = self.clock()
         if now < rec.not_before:
@@ -246,6 +281,8 @@ class PodController:
                 await self._submit(rec, pod)
                 return
         if podstatus.is_terminal(pod):
+            if rec.annotation_pending:  # finished before its job id was written
+                await self._write_status(rec, pod, None)
             return
         await self._write_remote_status(rec, pod)
 
@@ -256,6 +293,7 @@ class PodController:
         if rec.uid not in self.ledger.entries or self.ledger.entries[rec.uid].job_id != job_id:
             self.ledger.record_later(self._entry(rec))
         log.info("pod %s: adopted remote job", rec.ref)
+        self._schedule_fast_poll(rec)  # after a restart, statuses are refreshed at once
 
     def _entry(self, rec: PodRecord, *, intent: bool = False) -> LedgerEntry:
         meta = rec.last_pod.get("metadata", {})
@@ -268,8 +306,10 @@ class PodController:
         return StatusContext(now=now_rfc3339(), host_ip=self.settings.node.internal_ip,
                              pod_ip=submission.pod_ip(pod))
 
-    async def _write_status(self, rec: PodRecord, pod: Pod, desired: PodStatus) -> None:
-        patch = podstatus.status_patch(pod, desired)
+    async def _write_status(self, rec: PodRecord, pod: Pod, desired: PodStatus | None) -> None:
+        """Patch pods/status to `desired` if it differs, with the JobID annotation if pending."""
+        patch = podstatus.status_patch(pod, desired) if desired is not None else None
+        patch = self._with_job_id(rec, pod, patch)
         if patch is None:
             return
         try:
@@ -277,11 +317,31 @@ class PodController:
         except (NotFound, Conflict):
             return  # gone or replaced; the informer will tell
         self.status_patches += 1
+        if "annotations" in patch["metadata"]:
+            rec.annotation_pending = False
         if rec.pod is not None and uid_of(updated) == rec.uid:  # type: ignore[arg-type]
             rec.pod = updated
             rec.last_pod = updated
+            rec.echo_rv = rv_of(updated)  # type: ignore[arg-type]
+
+    def _with_job_id(self, rec: PodRecord, pod: Pod, patch: dict[str, Any] | None
+                     ) -> dict[str, Any] | None:
+        """`patch` plus the JobID annotation when the pod does not carry it yet.
+
+        interLink writes the annotation with a patch of its own; pods/status takes metadata
+        changes too, so one write can carry both the first status and the job id."""
+        if not rec.annotation_pending:
+            return patch
+        if pod.get("metadata", {}).get("annotations", {}).get(JOB_ID_ANNOTATION) == rec.job_id:
+            rec.annotation_pending = False
+            return patch
+        patch = patch or {"metadata": {"uid": rec.uid}}
+        patch["metadata"]["annotations"] = {JOB_ID_ANNOTATION: rec.job_id}
+        return patch
 
     def _event_once(self, rec: PodRecord, key: str, type_: str, reason: str, message: str) -> None:
+        if rec.events_sent is None:
+            rec.events_sent = set()
         if key in rec.events_sent:
             return
         rec.events_sent.add(key)
@@ -370,17 +430,12 @@ class PodController:
         await self._submitted(rec, pod, result.pod_jid, adopted=False)
 
     async def _submitted(self, rec: PodRecord, pod: Pod, job_id: str, *, adopted: bool) -> None:
+        """The plugin has the pod. Its job id is recorded lazily in the ledger (the intent is
+        already durable) and goes into the JobID annotation with the first status write."""
         rec.submitted, rec.in_doubt, rec.attempts, rec.not_before = True, False, 0, 0.0
         rec.job_id = job_id
         self.ledger.record_later(self._entry(rec))
-        if job_id:
-            try:
-                updated = await self.pods.patch_annotations(_ns(pod), _name(pod), rec.uid,
-                                                            {JOB_ID_ANNOTATION: job_id})
-                rec.pod = rec.last_pod = updated
-                pod = updated
-            except (NotFound, Conflict):
-                pass  # deleted meanwhile; the delete path takes over
+        rec.annotation_pending = bool(job_id)
         what = "adopted" if adopted else "submitted"
         log.info("pod %s: %s to plugin", rec.ref, what)
         if not adopted:
@@ -389,7 +444,7 @@ class PodController:
                                f"{job_id or '(no job id returned)'}")
         if rec.remote is not None and rec.pod is not None and not podstatus.is_terminal(rec.pod):
             await self._write_remote_status(rec, rec.pod)
-        self.poke_status()  # the first real status comes from the plugin, within a second
+        self._schedule_fast_poll(rec)  # the first real status comes from the plugin, within a second
 
     def _retry_create(self, rec: PodRecord, pod: Pod, message: str) -> Retry:
         delay = self.create_backoff.delay(rec.attempts)
@@ -449,11 +504,22 @@ class PodController:
         hit = self._object_cache.get(key)
         if hit is not None and hit[0] > now:
             return hit[1]
+        fetch = self._object_fetches.get(key)
+        if fetch is None:
+            fetch = asyncio.ensure_future(self._fetch_object(key))
+            self._object_fetches[key] = fetch
+            fetch.add_done_callback(lambda done: self._object_fetches.pop(key, None))
+        # Shielded: one waiter being cancelled (its pod deleted) must not cancel the others'.
+        return await asyncio.shield(fetch)
+
+    async def _fetch_object(self, key: tuple[str, str, str]) -> Any:
+        kind, namespace, name = key
         if kind == "ConfigMap":
             obj: Any = await self.objects.get_configmap(namespace, name)
         else:
             obj = await self.objects.get_secret(namespace, name)
         if obj is not None:
+            now = self.clock()
             if len(self._object_cache) > 1000:
                 self._object_cache = {k: v for k, v in self._object_cache.items() if v[0] > now}
             self._object_cache[key] = (now + OBJECT_CACHE_SECONDS, obj)
@@ -490,73 +556,125 @@ class PodController:
         if reachable and not was and self.started:
             for uid in list(self.records):
                 self.queue.add(uid)
-            self.poke_status()
+            self._full_poll_now = True
+            self._poke.set()
 
     async def _write_remote_status(self, rec: PodRecord, pod: Pod) -> None:
-        if rec.remote is None:
-            return  # nothing known yet; the status poller asks right after a submit
-        if not self.plugin_reachable:
-            return
-        try:
-            desired_or_none = podstatus.remote_status(pod, rec.remote, self._ctx(pod))
-        except (ValueError, KeyError, TypeError, AttributeError) as err:
-            self._event_once(rec, f"malformed-status-{err}", WARNING, "MalformedStatus",
-                             f"plugin status for this pod could not be used: {err}")
-            return
-        if desired_or_none is None:
-            return
-        await self._write_status(rec, pod, desired_or_none)
+        """Write what the plugin last reported (and the JobID annotation if it is pending)."""
+        desired: PodStatus | None = None
+        if rec.remote is not None and self.plugin_reachable:
+            try:
+                desired = podstatus.remote_status(pod, rec.remote, self._ctx(pod))
+            except (ValueError, KeyError, TypeError, AttributeError) as err:
+                self._event_once(rec, f"malformed-status-{err}", WARNING, "MalformedStatus",
+                                 f"plugin status for this pod could not be used: {err}")
+        if desired is None and not rec.annotation_pending:
+            return  # nothing known yet; the fast status lane asks right after a submit
+        await self._write_status(rec, pod, desired)
 
     def poke_status(self) -> None:
-        """Ask the status poller to run soon (after a submit)."""
+        """Ask the status poller for a full cycle now."""
+        self._full_poll_now = True
         self._poke.set()
 
+    def _is_pollable(self, rec: PodRecord) -> bool:
+        pod = rec.pod
+        if pod is None or not rec.submitted or rec.failed:
+            return False
+        return not (pod.get("metadata", {}).get("deletionTimestamp") or podstatus.is_terminal(pod))
+
     def _pollable(self) -> list[PodRecord]:
-        out = []
-        for rec in self.records.values():
-            pod = rec.pod
-            if pod is None or not rec.submitted or rec.failed:
+        return [rec for rec in self.records.values() if self._is_pollable(rec)]
+
+    # -- the fast lane ---------------------------------------------------------------------------
+
+    def _schedule_fast_poll(self, rec: PodRecord) -> None:
+        """Ask about `rec` soon, then at growing intervals while it waits to start."""
+        rec.fast_step = 0
+        due = self.clock() + FAST_POLL_DELAYS[0]
+        self._fast_due[rec.uid] = due
+        if due < self._next_wake:
+            self._poke.set()
+
+    def _advance_fast(self, rec: PodRecord, now: float) -> None:
+        """After an answer: next fast question, or out of the lane once the plugin reports the
+        pod past waiting (or its delays are used up; the full cycle goes on asking)."""
+        rec.fast_step += 1
+        period = self.settings.pods.status_period
+        if (rec.fast_step >= len(FAST_POLL_DELAYS) or FAST_POLL_DELAYS[rec.fast_step] >= period
+                or not _waiting(rec.remote)):
+            rec.fast_step = -1
+            self._fast_due.pop(rec.uid, None)
+        else:
+            self._fast_due[rec.uid] = now + FAST_POLL_DELAYS[rec.fast_step]
+
+    def _fast_due_by(self, horizon: float) -> list[PodRecord]:
+        due: list[PodRecord] = []
+        for uid, when in list(self._fast_due.items()):
+            if when > horizon:
                 continue
-            if pod.get("metadata", {}).get("deletionTimestamp") or podstatus.is_terminal(pod):
+            rec = self.records.get(uid)
+            if rec is None or not self._is_pollable(rec):
+                self._fast_due.pop(uid, None)
+                if rec is not None:
+                    rec.fast_step = -1
                 continue
-            out.append(rec)
-        return out
+            due.append(rec)
+        return due
+
+    async def poll_fast_once(self) -> None:
+        """One fast-lane call: the pods whose next question is due (or nearly)."""
+        now = self.clock()
+        recs = self._fast_due_by(now + FAST_POLL_GATHER)
+        await self._poll(recs, full=False)
+        now = self.clock()
+        for rec in recs:
+            if rec.fast_step >= 0:
+                self._advance_fast(rec, now)
+
+    # -- the full cycle --------------------------------------------------------------------------
 
     async def poll_status_once(self) -> None:
         """One status cycle: a batched /status call for all submitted, non-terminal pods."""
-        recs = self._pollable()
+        await self._poll(self._pollable(), full=True)
+
+    async def _poll(self, recs: list[PodRecord], *, full: bool) -> None:
         if not recs:
             return
         batch_size = self.settings.pods.status_batch_size
         normal = sorted((r for r in recs if not r.status_quarantined), key=lambda r: r.uid)
         quarantined = [r for r in recs if r.status_quarantined]
-        answers: dict[str, RemotePodStatus] = {}
-        asked: list[PodRecord] = []
-        for i in range(0, len(normal), batch_size):
-            batch = normal[i:i + batch_size]
+        batches = [normal[i:i + batch_size] for i in range(0, len(normal), batch_size)]
+        batches.extend([rec] for rec in quarantined)
+        for batch in batches:
             got = await self._status_batch(batch)
             if got is None:
+                # No answer: write the job ids we hold anyway (they do not depend on the plugin).
+                for rec in batch:
+                    if rec.annotation_pending:
+                        self.queue.add(rec.uid, urgent=True)
                 continue
-            asked.extend(batch)
-            answers.update(got)
-        for rec in quarantined:
-            got = await self._status_batch([rec])
-            if got is not None:
-                asked.append(rec)
-                answers.update(got)
+            self._take_answers(batch, got, full=full)
+
+    def _take_answers(self, asked: list[PodRecord], answers: dict[str, RemotePodStatus], *,
+                      full: bool) -> None:
         for rec in asked:
             st = answers.get(rec.uid)
             if st is None:
-                rec.missing_polls += 1
-                if rec.missing_polls == 3:
-                    self.recorder.emit(rec.last_pod, WARNING, "RemoteStatusMissing",
-                                       f"plugin {self.settings.plugin.endpoint} does not report "
-                                       f"this pod's job {rec.job_id or ''}".rstrip())
-                continue
-            rec.missing_polls = 0
-            if rec.remote != st:
-                rec.remote = st
-                self.queue.add(rec.uid)
+                # Only full cycles count: a plugin may take a moment to report a new pod.
+                if full:
+                    rec.missing_polls += 1
+                    if rec.missing_polls == 3:
+                        self.recorder.emit(rec.last_pod, WARNING, "RemoteStatusMissing",
+                                           f"plugin {self.settings.plugin.endpoint} does not "
+                                           f"report this pod's job {rec.job_id or ''}".rstrip())
+            else:
+                rec.missing_polls = 0
+                if rec.remote != st:
+                    rec.remote = st
+                    self.queue.add(rec.uid, urgent=True)
+            if rec.annotation_pending:
+                self.queue.add(rec.uid, urgent=True)
 
     async def _status_batch(self, batch: list[PodRecord]) -> dict[str, RemotePodStatus] | None:
         pods = [r.pod for r in batch if r.pod is not None]
@@ -593,19 +711,30 @@ class PodController:
         return out
 
     async def run_status(self) -> None:
-        """The status poller: every StatusPeriodSeconds, or soon after a submit."""
+        """The status poller: a full cycle every StatusPeriodSeconds, the fast lane in between."""
         period = self.settings.pods.status_period
+        next_full = self.clock() + period
         while True:
+            now = self.clock()
+            if self._full_poll_now:
+                self._full_poll_now = False
+                next_full = now
+            self._next_wake = min([next_full, *self._fast_due.values()])
+            if self._next_wake > now:
+                self._poke.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._poke.wait(), self._next_wake - now)
+                continue  # woken early: something became due sooner; look again
             try:
-                await asyncio.wait_for(self._poke.wait(), timeout=period)
-                await asyncio.sleep(min(0.5, period))  # gather the submits of a burst
-            except TimeoutError:
-                pass
-            self._poke.clear()
-            try:
-                await self.poll_status_once()
+                if now >= next_full:
+                    next_full = now + period
+                    await self.poll_status_once()
+                else:
+                    await self.poll_fast_once()
             except Exception:  # never let one bad cycle stop status sync
                 log.exception("status cycle failed")
+            finally:
+                self._next_wake = float("inf")
 
     # -- deletion --------------------------------------------------------------------------------
 
@@ -651,6 +780,14 @@ class PodController:
 
     def list_pods(self) -> list[Pod]:
         return [r.pod for r in self.records.values() if r.pod is not None]
+
+
+def _waiting(remote: RemotePodStatus | None) -> bool:
+    """Has the plugin not yet reported every app container started (running or terminated)?
+    (While init containers run, the app containers wait.)"""
+    if remote is None or not remote.containers:
+        return True
+    return any(c.state.running is None and c.state.terminated is None for c in remote.containers)
 
 
 def _ns(pod: Pod) -> str:
