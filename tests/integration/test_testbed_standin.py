@@ -27,6 +27,7 @@ HOSTILE_VALUES = {
     "EMPTY": "",
     "HASH_START": "#not a comment",
     "CONTROL": "bell\a esc\x1b del\x7f",
+    "CARRIAGE_RETURNS": "crlf\r\nlone\rend\r",
 }
 
 
