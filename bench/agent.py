@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import json
 import os
 import sys
@@ -21,9 +22,30 @@ from typing import Any
 
 from vnode.app import App
 from vnode.cli import configure_logging
-from vnode.settings import ConfigError, load_settings
+from vnode.settings import ConfigError, Settings, load_settings
 
 STATS_PERIOD = 0.5  # seconds; finer than any phase of a scenario
+
+
+def source_digest() -> str:
+    """A digest of the vnode and plugin_client sources this process imported, so a report can
+    tell whether two runs measured the same code (the checkout is shared and changes)."""
+    import plugin_client
+    import vnode
+
+    digest = hashlib.sha256()
+    for package in (vnode, plugin_client):
+        root = Path(str(package.__file__)).parent
+        for path in sorted(root.rglob("*.py")):
+            digest.update(str(path.relative_to(root.parent)).encode() + path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def effective_settings(settings: Settings) -> dict[str, Any]:
+    """The settings that shape a burst, after defaults were applied."""
+    return {"KubeAPIQPS": settings.kube.qps, "KubeAPIBurst": settings.kube.burst,
+            "PodWorkers": settings.pods.workers, "StatusPeriodSeconds": settings.pods.status_period,
+            "StatusBatchSize": settings.pods.status_batch_size}
 
 
 def counters(app: App) -> dict[str, Any]:
@@ -42,9 +64,11 @@ def write_atomically(path: Path, data: dict[str, Any]) -> None:
 
 
 async def run(app: App, stats_file: Path, profile: Path | None = None) -> int:
+    static = {"source_digest": source_digest(), "settings": effective_settings(app.settings)}
+
     async def dump() -> None:
         while True:
-            write_atomically(stats_file, counters(app))
+            write_atomically(stats_file, {**counters(app), **static})
             await asyncio.sleep(STATS_PERIOD)
 
     dumper = asyncio.ensure_future(dump())
@@ -60,8 +84,8 @@ async def run(app: App, stats_file: Path, profile: Path | None = None) -> int:
         return await app.run()
     finally:
         dumper.cancel()
-        write_atomically(stats_file, counters(app))
-        if profiler is not None:
+        write_atomically(stats_file, {**counters(app), **static})
+        if profiler is not None and profile is not None:
             profiler.stop()
             profile.write_text(profiler.output_text(unicode=True, color=False, show_all=False))
             profile.with_suffix(".html").write_text(profiler.output_html())

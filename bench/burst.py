@@ -160,7 +160,7 @@ class BurstResult:
 
 
 async def run_burst(*, kube: KubeClient, impl: str, node: str, n: int, bind: str, running_after: float,
-                    status_period: float, sampler: Sampler, agent_counters: Callable[[], dict[str, int]],
+                    status_period: float, sampler: Sampler, agent_counters: Callable[[], dict[str, Any]],
                     plugin_stats: Callable[[], Awaitable[dict[str, Any]]], timeout: float,
                     log: Callable[[str], None]) -> BurstResult:
     from .stats import running_over_time
@@ -283,4 +283,5 @@ async def _wait_default_sa(kube: KubeClient, namespace: str, timeout: float = 60
 
 async def fetch_json(session: aiohttp.ClientSession, url: str) -> dict[str, Any]:
     async with session.get(url) as resp:
-        return json.loads(await resp.text())
+        data: dict[str, Any] = json.loads(await resp.text())
+        return data

@@ -49,8 +49,9 @@ def burst_table(bursts: list[dict[str, Any]]) -> list[str]:
     lines = [("| implementation | pods | creates took | first create → all Running | last create → all Running "
              "| latency p50 / p99 (creationTimestamp → Running) | create ack → Running p50 / p99 | delete all "
              "| agent CPU (create→Running / total) | agent peak RSS | API requests (per pod) "
-             "| /status calls per 5 s cycle (pods per call) |"),
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "| /status calls per 5 s cycle (pods per call) | load avg (start → end) "
+             "| agent QPS/burst/workers · code |"),
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in bursts:
         reqs = r.get("kube_requests") or {}
         total = reqs.get("total")
@@ -63,10 +64,16 @@ def burst_table(bursts: list[dict[str, Any]]) -> list[str]:
             f"| {fmt(r['delete_all_s'], 1, ' s')} | {fmt(r['cpu_create_s'], 1)} / {fmt(r['cpu_total_s'], 1)} s "
             f"| {fmt(r['peak_rss_mib'], 0, ' MiB')} | {fmt(total)}{per_pod} "
             f"| {fmt(r['status_calls_per_cycle'], 2)} ({fmt(r['pods_per_status_call'], 0)}) "
-            f"| {_load(r)} |")
+            f"| {_load(r)} | {_agent(r)} |")
         for note in r.get("notes") or []:
-            lines.append(f"|  | ↳ {note} ||||||||||||")
+            lines.append(f"|  | ↳ {note} |||||||||||||")
     return lines
+
+
+def _agent(r: dict[str, Any]) -> str:
+    st = r.get("agent_settings")
+    settings = f"{st['KubeAPIQPS']:g}/{st['KubeAPIBurst']}/{st['PodWorkers']}" if st else "n/a"
+    return f"{settings} · {r.get('agent_source') or 'n/a'}"
 
 
 def _load(r: dict[str, Any]) -> str:

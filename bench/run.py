@@ -132,7 +132,7 @@ class VnodeAgent:
     def start(self) -> None:
         self.proc.start()
 
-    def counters(self) -> dict[str, int]:
+    def counters(self) -> dict[str, Any]:
         try:
             return dict(json.loads(self.stats_file.read_text()))
         except (OSError, ValueError):
@@ -196,7 +196,9 @@ async def bursts_vnode(info: dict[str, Any], sizes: list[int], args: argparse.Na
                 kube=kube, impl=impl, node=node, n=n, bind=args.bind, running_after=args.running_after,
                 status_period=STATUS_PERIOD, sampler=sampler, agent_counters=agent.counters,
                 plugin_stats=stub.stats, timeout=max(300.0, n * 0.5), log=log)
-            row = {**result.to_json(), "agent_config": extra}
+            stats = agent.counters()
+            row = {**result.to_json(), "agent_config": extra, "agent_settings": stats.get("settings"),
+                   "agent_source": stats.get("source_digest")}
             results.append(row)
             (out / f"burst-{impl}-{n}.json").write_text(json.dumps(row, indent=1))
             log(f"{impl} {n}: all Running {row['create_to_all_running_s']}s after first create "
