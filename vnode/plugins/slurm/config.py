@@ -73,6 +73,7 @@ class SlurmConfig:
     squeue: tuple[str, ...] = ("squeue",)
     sinfo: tuple[str, ...] = ("sinfo",)
     sacct: tuple[str, ...] = ("sacct",)
+    sstat: tuple[str, ...] = ("sstat",)
     srun: tuple[str, ...] = ("srun",)
     # --- job script
     data_root: Path = field(default_factory=lambda: Path("~/.local/interlink/jobs").expanduser())  # the Go samples' folder
@@ -108,6 +109,10 @@ class SlurmConfig:
     log_poll_seconds: float = 0.5  # follow mode delivers new lines within 1 s
     command_timeout_seconds: float = 120.0  # a wedged slurmctld must not hang a request forever
     squeue_batch_size: int = 500  # job ids per squeue/sacct call; keeps argv far below ARG_MAX
+    # --- observability
+    usage_sample_seconds: float = 5.0  # job.sh samples its containers' /proc this often; 0 = no sampler
+    usage_cache_seconds: float = 5.0  # one sstat per 5 s at most, whatever the scrapers ask (metrics-server: 15 s)
+    metrics_address: str = ""  # host:port of the Prometheus /metrics listener; "" = off (no extra port)
     # --- logging
     verbose_logging: bool = False
     errors_only_logging: bool = False
@@ -214,6 +219,19 @@ def _no_control(key: str, s: str) -> None:
         raise ConfigError(key, f"control characters are not allowed: {s!r}")
 
 
+def _metrics_address(text: str) -> str:
+    """`host:port`, `[v6]:port` or `:port` (all interfaces); "" = off."""
+    text = text.strip()
+    if not text:
+        return ""
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError("MetricsAddress", f"expected host:port (e.g. 127.0.0.1:9464), got {text!r}")
+    if host.startswith("[") != host.endswith("]"):
+        raise ConfigError("MetricsAddress", f"unbalanced brackets in {text!r}")
+    return text
+
+
 def _command(key: str, value: str) -> tuple[str, ...]:
     """A command or command prefix (`ssh login sbatch`), split once with shell rules."""
     try:
@@ -254,7 +272,8 @@ def _build(raw: dict[str, Any], env: Mapping[str, str]) -> tuple[SlurmConfig, li
     # SLURM commands: env > YAML > default
     for key, envname, attr in (("SbatchPath", "SBATCHPATH", "sbatch"), ("ScancelPath", "SCANCELPATH", "scancel"),
                                ("SqueuePath", "SQUEUEPATH", "squeue"), ("SinfoPath", "SINFOPATH", "sinfo"),
-                               ("SacctPath", "SACCTPATH", "sacct"), ("SrunPath", "SRUNPATH", "srun")):
+                               ("SacctPath", "SACCTPATH", "sacct"), ("SrunPath", "SRUNPATH", "srun"),
+                               ("SstatPath", "SSTATPATH", "sstat")):
         if env.get(envname):
             kw[attr] = _command(envname, env[envname])
         elif r.has(key):
@@ -341,6 +360,11 @@ def _build(raw: dict[str, Any], env: Mapping[str, str]) -> tuple[SlurmConfig, li
         raise ConfigError("LogPollSeconds", "must be at most 1 (follow mode promises new lines within 1 s)")
     kw["command_timeout_seconds"] = r.number("CommandTimeoutSeconds", d.command_timeout_seconds, minimum=1.0)
     kw["squeue_batch_size"] = r.integer("SqueueBatchSize", d.squeue_batch_size, minimum=1)
+    kw["usage_sample_seconds"] = r.number("UsageSampleSeconds", d.usage_sample_seconds)
+    if 0 < kw["usage_sample_seconds"] < 1:
+        raise ConfigError("UsageSampleSeconds", "must be 0 (off) or at least 1 (each sample walks /proc)")
+    kw["usage_cache_seconds"] = r.number("UsageCacheSeconds", d.usage_cache_seconds)
+    kw["metrics_address"] = _metrics_address(env.get("VNODE_SLURM_METRICS_ADDRESS") or r.string("MetricsAddress"))
     kw["verbose_logging"] = r.boolean("VerboseLogging", False)
     kw["errors_only_logging"] = r.boolean("ErrorsOnlyLogging", False)
 

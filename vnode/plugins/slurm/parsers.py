@@ -1,4 +1,4 @@
-"""Parsers of SLURM command output (sbatch, squeue, sacct, sinfo), and the argv that asks for it.
+"""Parsers of SLURM command output (sbatch, squeue, sacct, sstat, sinfo), and the argv that asks for it.
 Pure: tested against output recorded from the testbed's SLURM 22.05.
 
 Times from squeue/sacct are the login node's local time without a zone ("2026-11-25T20:41:45");
@@ -18,6 +18,13 @@ from .states import JobState, job_state
 SQUEUE_FIELDS = "JobID:|,State:|,Reason:|,exit_code:|,StartTime:|,EndTime:|,NodeList:|"
 SACCT_FIELDS = "JobID,State,ExitCode,Start,End,Reason,NodeList"
 SINFO_FORMAT = "%N|%c|%m|%G|%T"
+# Usage (with --noconvert: memory in bytes). sstat's TRESUsageInTot is the sum over a step's tasks of
+# the last jobacct_gather sample: `cpu=` cumulative CPU time (whole seconds), `mem=` resident memory now.
+# sacct's TotalCPU of the job line is the CPU SLURM collected from the steps' reaped processes (ms
+# resolution); the steps' TRESUsageInTot cpu= is jobacct_gather's last poll. Neither is complete on its own
+# (processes killed with a PID namespace are never reaped into TotalCPU), so the larger one is taken.
+SSTAT_FIELDS = "JobID,TRESUsageInTot"
+SACCT_USAGE_FIELDS = "JobID,TotalCPU,TRESUsageInTot"
 
 _SUBMITTED = re.compile(r"Submitted batch job (\d+)")
 _PARSABLE = re.compile(r"^(\d+)(?:;\S+)?$")
@@ -38,6 +45,16 @@ class JobInfo:
     end: datetime | None = None
     node: str = ""
     source: str = ""  # squeue or sacct
+
+
+@dataclass(frozen=True)
+class JobUsage:
+    """A job's whole CPU time (core-nanoseconds) and resident memory (bytes), summed over its steps."""
+
+    job_id: str
+    cpu_ns: int
+    memory_bytes: int
+    source: str  # sstat (running) or sacct (final)
 
 
 @dataclass(frozen=True)
@@ -120,6 +137,72 @@ def parse_sacct(stdout: str) -> dict[str, JobInfo]:
         out[job_id] = JobInfo(job_id, job_state(parts[1]), parts[5].strip(), code, signal,
                               parse_slurm_time(parts[3]), parse_slurm_time(parts[4]), parts[6].strip(), "sacct")
     return out
+
+
+_DURATION = re.compile(r"^(?:(\d+)-)?(?:(\d+):)?(\d+):(\d+)(?:\.(\d+))?$")
+
+
+def parse_duration_ns(text: str) -> int | None:
+    """SLURM's elapsed-time notation in nanoseconds: `[D-][HH:]MM:SS[.mmm]` (sacct's TotalCPU is
+    `MM:SS.mmm` below an hour, TRES cpu is `HH:MM:SS`); None for anything else."""
+    m = _DURATION.match(text.strip())
+    if not m:
+        return None
+    days, hours, minutes, seconds, fraction = m.groups()
+    whole = ((int(days or 0) * 24 + int(hours or 0)) * 60 + int(minutes)) * 60 + int(seconds)
+    return whole * 1_000_000_000 + int((fraction or "0").ljust(9, "0")[:9])
+
+
+def tres_values(text: str) -> dict[str, str]:
+    """`cpu=00:00:05,mem=293015552,...` → {"cpu": "00:00:05", "mem": "293015552", ...}."""
+    out: dict[str, str] = {}
+    for item in text.strip().split(","):
+        key, sep, value = item.partition("=")
+        if sep:
+            out[key.strip()] = value.strip()
+    return out
+
+
+def parse_sstat(stdout: str) -> dict[str, JobUsage]:
+    """Rows of `sstat -a --noconvert --parsable2 --noheader -o SSTAT_FIELDS`, one per running step
+    (`123.batch`, `123.0`, `123.extern`), summed per job. Rows without usable figures are skipped."""
+    cpu: dict[str, int] = {}
+    mem: dict[str, int] = {}
+    for line in stdout.splitlines():
+        parts = line.split("|")
+        if len(parts) < 2 or not parts[0].strip():
+            continue
+        job_id = parts[0].strip().split(".", 1)[0]
+        values = tres_values(parts[1])
+        step_cpu = parse_duration_ns(values.get("cpu", ""))
+        step_mem = values.get("mem", "")
+        if step_cpu is None or not step_mem.isdigit():
+            continue
+        cpu[job_id] = cpu.get(job_id, 0) + step_cpu
+        mem[job_id] = mem.get(job_id, 0) + int(step_mem)
+    return {j: JobUsage(j, cpu[j], mem[j], "sstat") for j in cpu}
+
+
+def parse_sacct_usage(stdout: str) -> dict[str, JobUsage]:
+    """Rows of `sacct --noconvert --parsable2 --noheader -o SACCT_USAGE_FIELDS`: the final CPU of
+    finished jobs, the larger of the job line's TotalCPU and the sum of its steps' TRES cpu; nothing is
+    resident any more."""
+    total: dict[str, int] = {}
+    steps: dict[str, int] = {}
+    for line in stdout.splitlines():
+        parts = line.split("|")
+        if len(parts) < 3 or not parts[0].strip():
+            continue
+        job_id, _, step = parts[0].strip().partition(".")
+        if not step:
+            cpu = parse_duration_ns(parts[1])
+            if cpu is not None:
+                total[job_id] = cpu
+            continue
+        cpu = parse_duration_ns(tres_values(parts[2]).get("cpu", ""))
+        if cpu is not None:
+            steps[job_id] = steps.get(job_id, 0) + cpu
+    return {j: JobUsage(j, max(total[j], steps.get(j, 0)), 0, "sacct") for j in total}
 
 
 _GRES_GPU = re.compile(r"^gpu(?::[^:(]+)?:(\d+)")

@@ -101,6 +101,70 @@ while True:
     at_start = data.endswith(b"\\n")
 """
 
+# The usage sampler, run with python3 when the node has it (no per-container figures otherwise). Every
+# SAMPLE seconds it walks /proc once, finds each container's process tree below this job script (the
+# root pid is in <kind>-<name>.pid, written by vnode_launch) and writes usage.json: per container the
+# CPU time of the whole tree (utime+stime of live processes plus cutime+cstime of the ones they
+# reaped), the sum of their resident memory, and the rate since the previous sample. A container whose
+# .finished exists keeps its last figures. No single quote inside: embedded in job.sh like STAMP_PY.
+SAMPLER_PY = """import json, os, signal, sys, time
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+work, period, job = sys.argv[1], float(sys.argv[2]), os.getppid()
+tick, page = os.sysconf("SC_CLK_TCK"), os.sysconf("SC_PAGE_SIZE")
+last = {}
+def table():
+    procs = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open("/proc/" + name + "/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        procs[int(name)] = (int(fields[1]), sum(int(x) for x in fields[11:15]), int(fields[21]) * page)
+    return procs
+def tree(root, children):
+    todo, seen = [root], set()
+    while todo:
+        pid = todo.pop()
+        if pid not in seen:
+            seen.add(pid)
+            todo.extend(children.get(pid, ()))
+    return seen
+while os.getppid() == job:
+    now, procs = time.time(), table()
+    children = {}
+    for pid, (ppid, _cpu, _rss) in procs.items():
+        children.setdefault(ppid, []).append(pid)
+    ours = tree(job, children)
+    for entry in os.listdir(work):
+        key = entry[:-4]
+        if not entry.endswith(".pid") or os.path.exists(os.path.join(work, key + ".finished")):
+            continue
+        try:
+            with open(os.path.join(work, entry)) as f:
+                root = int(f.read().strip())
+        except (OSError, ValueError):
+            continue
+        if root not in ours:
+            continue
+        pids = tree(root, children) & procs.keys()
+        cpu = sum(procs[p][1] for p in pids) * 1000000000 // tick
+        rss = sum(procs[p][2] for p in pids)
+        before = last.get(key)
+        if before is not None:
+            cpu = max(cpu, before["cpu_ns"])
+        rate = None
+        if before is not None and now > before["time"]:
+            rate = int((cpu - before["cpu_ns"]) / (now - before["time"]))
+        last[key] = {"cpu_ns": cpu, "rss": rss, "rate": rate, "time": now}
+    with open(os.path.join(work, "usage.json.tmp"), "w") as f:
+        json.dump({"time": now, "containers": last}, f)
+    os.replace(os.path.join(work, "usage.json.tmp"), os.path.join(work, "usage.json"))
+    time.sleep(period)
+"""
+
 JOB_SH_HELPERS = r"""
 vnode_now() { date -u +%Y-%m-%dT%H:%M:%S.%NZ; }
 
@@ -135,13 +199,21 @@ vnode_stamp() {
   done
 }
 
+# vnode_launch PIDFILE ARGV...: records its own pid (the root of the container's process tree, for
+# the usage sampler), then becomes the container (a shell function runs in this subshell instead).
+vnode_launch() {
+  vnode_put "$1" "$BASHPID"
+  shift
+  if declare -F -- "$1" >/dev/null; then "$@"; else exec "$@"; fi
+}
+
 # vnode_run KIND NAME ARGV...: runs one container; records start, output, end and exit code.
 vnode_run() {
   local kind="$1" name="$2" rc
   shift 2
   local base="$workingPath/$kind-$name"
   vnode_put "$base.started" "$(vnode_now)"
-  "$@" < /dev/null 2>&1 | vnode_stamp "$base.out" "$base.ts"
+  vnode_launch "$base.pid" "$@" < /dev/null 2>&1 | vnode_stamp "$base.out" "$base.ts"
   rc=${PIPESTATUS[0]}
   vnode_put "$base.finished" "$(vnode_now)"
   vnode_put "$base.status" "$rc"
@@ -210,9 +282,9 @@ def _state_files(pod: Pod) -> list[str]:
     """The per-container state files a previous run (a requeued job) may have left."""
     names = []
     for c in pod.all_containers:
-        for suffix in ("status", "started", "finished"):
+        for suffix in ("status", "started", "finished", "pid"):
             names.append(f"{c.kind}-{c.name}.{suffix}")
-    return names + ["job.error"]
+    return names + ["job.error", "usage.json"]
 
 
 def _container_lines(config: SlurmConfig, pod: Pod, c: Container, pod_dir: str, plan: VolumePlan,
@@ -251,6 +323,7 @@ def build_job_sh(config: SlurmConfig, pod: Pod, pod_dir: str, plan: VolumePlan) 
         'SANDBOX="$workingPath"',
         "export workingPath SANDBOX",
         f"vnode_stamp_py='{STAMP_PY}'",
+        f"vnode_sampler_py='{SAMPLER_PY}'",
         JOB_SH_HELPERS.strip("\n"),
         "",
     ]
@@ -273,6 +346,15 @@ def build_job_sh(config: SlurmConfig, pod: Pod, pod_dir: str, plan: VolumePlan) 
          f'{quote(f"{pod.namespace}/{pod.name} (uid {pod.uid})")} "${{SLURM_JOB_ID:-?}}" "$(hostname)"'),
         'vnode_setup || exit 1',
     ]
+    if config.usage_sample_seconds > 0:
+        out += [
+            "# Per-container CPU and memory for kubectl top (usage.json); the job works without it.",
+            "vnode_sampler=",
+            "if command -v python3 >/dev/null 2>&1; then",
+            f'  python3 -c "$vnode_sampler_py" "$workingPath" {config.usage_sample_seconds:g} </dev/null >/dev/null 2>&1 &',
+            "  vnode_sampler=$!",
+            "fi",
+        ]
     for c, _fn, cmd in launches:
         if c.init:
             out += [
@@ -297,6 +379,7 @@ def build_job_sh(config: SlurmConfig, pod: Pod, pod_dir: str, plan: VolumePlan) 
         '  if [ "$vnode_rc" -eq 0 ] && [ "$vnode_r" -ne 0 ]; then vnode_rc=$vnode_r; fi',
         "done",
         'printf \'%s vnode: containers done, exit code %s\\n\' "$(vnode_now)" "$vnode_rc"',
+        *(['[ -z "$vnode_sampler" ] || kill "$vnode_sampler" 2>/dev/null'] if config.usage_sample_seconds > 0 else []),
         'exit "$vnode_rc"',
         "",
     ]

@@ -1,5 +1,5 @@
 """The SLURM plugin backend: what `plugin_client.server` serves on /create, /delete, /status (and
-the ping), /getLogs, /exec and /system-info.
+the ping), /getLogs, /exec, /usage and /system-info.
 
 Concurrency: creates and deletes of one pod hold that pod's lock, so a delete that races a create
 waits for the job id and cancels it (and a delete that comes first makes the create refuse);
@@ -38,6 +38,7 @@ from plugin_client.models import (
     Taint,
 )
 from plugin_client.server import ServerExecSession
+from plugin_client.usage import PodUsage
 
 from . import store as disk
 from .config import SlurmConfig
@@ -61,6 +62,7 @@ from .status import (
     unknown_status,
 )
 from .store import PodRecord, PodStore
+from .usage import JobUsageCache, pod_usage, read_samples
 from .volumes import collect_volume_data, plan_volumes
 
 log = logging.getLogger(__name__)
@@ -91,6 +93,7 @@ class SlurmPlugin:
         self.cli = cli or SlurmCli(config)
         self.store = PodStore(config.data_root)
         self.poller = JobPoller(self.cli, config.status_cache_seconds, self._active_job_ids)
+        self.job_usage = JobUsageCache(self.cli, config.usage_cache_seconds)
         self._cleanups: dict[str, asyncio.Task[None]] = {}
         self.warnings: list[str] = []
 
@@ -229,6 +232,7 @@ class SlurmPlugin:
             self.store.forget(record.uid)
             if record.job_id:
                 self.poller.forget(record.job_id)
+                self.job_usage.forget(record.job_id)
         self.store.expire_tombstones(max(3600.0, self.config.delete_retention_seconds))
 
     # --- status -----------------------------------------------------------------------------------
@@ -275,6 +279,46 @@ class SlurmPlugin:
             disk.write_json(record.pod_dir, disk.FINAL_STATE_FILE, record.final, 0o644)
         except OSError as e:
             log.warning("pod %s: cannot save the final job state: %s", record.uid, e)
+
+    # --- usage (plugin_client/USAGE.md) ----------------------------------------------------------
+    async def usage(self, pods: list[KubeObject]) -> list[PodUsage]:
+        """Per-container figures from each job's usage.json, job figures from one sstat (running)
+        and sacct (finished); pods without a started job are left out."""
+        asked: list[tuple[str, str, str, PodRecord, list[SpecContainer]]] = []
+        for pod in pods:
+            namespace, name, uid = _meta(pod)
+            record = self.store.get(uid)
+            if record is not None and record.job_id:
+                asked.append((namespace, name, uid, record, spec_containers(pod)))
+        if not asked:
+            return []
+        try:
+            infos = await self.poller.get([r.job_id for *_x, r, _c in asked])
+        except (TimeoutError, SlurmCommandError) as e:
+            raise TransientPluginError(f"usage: {e}", status=503) from None
+        running = [r.job_id for *_x, r, _c in asked if (i := infos.get(r.job_id)) is not None and i.state.phase is Phase.RUNNING]
+        finished = [r.job_id for *_x, r, _c in asked if (i := infos.get(r.job_id)) is not None and is_final(i)]
+        jobs = await self.job_usage.get(running, finished)
+        on_disk = await asyncio.to_thread(self._read_usage_files, asked)
+        out: list[PodUsage] = []
+        for (namespace, name, uid, record, containers), (files, samples) in zip(asked, on_disk):
+            job, job_time = jobs.get(record.job_id, (None, None))
+            if record.job_id not in running and record.job_id not in finished:
+                continue  # pending, or SLURM forgot it: nothing ran that could be measured
+            found = pod_usage(uid, name, namespace, containers, files, samples, job, job_time)
+            if found is not None:
+                out.append(found)
+        return out
+
+    def _read_usage_files(self, asked: Sequence[tuple[str, str, str, PodRecord, list[SpecContainer]]]
+                          ) -> list[tuple[dict[str, ContainerFiles], dict[str, Any]]]:
+        out: list[tuple[dict[str, ContainerFiles], dict[str, Any]]] = []
+        for _ns, _name, _uid, record, containers in asked:
+            if not containers:  # asked without a spec: use the pod as created
+                containers[:] = spec_containers(disk.read_pod(record.pod_dir) or {})
+            files, _error = read_files(record.pod_dir, containers)
+            out.append((files, read_samples(record.pod_dir)))
+        return out
 
     # --- ping / system info -----------------------------------------------------------------------
     async def ping(self) -> PingResponse:

@@ -1,4 +1,4 @@
-"""The one module that spawns SLURM commands (sbatch, squeue, sacct, scancel, sinfo, srun).
+"""The one module that spawns SLURM commands (sbatch, squeue, sacct, sstat, scancel, sinfo, srun).
 
 Commands are asyncio subprocesses with argv lists; the configured paths may be prefixes
 (`ssh login sbatch`), already split at config load. Output on stderr is a warning, never a failure
@@ -19,14 +19,19 @@ from dataclasses import dataclass
 from .config import SlurmConfig
 from .parsers import (
     SACCT_FIELDS,
+    SACCT_USAGE_FIELDS,
     SINFO_FORMAT,
     SQUEUE_FIELDS,
+    SSTAT_FIELDS,
     JobInfo,
+    JobUsage,
     NodeInfo,
     parse_sacct,
+    parse_sacct_usage,
     parse_sbatch,
     parse_sinfo,
     parse_squeue,
+    parse_sstat,
 )
 
 log = logging.getLogger(__name__)
@@ -89,7 +94,8 @@ class SlurmCli:
         result = CommandResult(argv, proc.returncode or 0, out.decode("utf-8", "replace"),
                                err.decode("utf-8", "replace"), time.monotonic() - started)
         if result.stderr.strip():
-            (log.debug if name == "scancel" else log.warning)("%s wrote to stderr (exit %s): %s", name, result.returncode, _first_lines(result.stderr))
+            # scancel of a finished job and sstat of a job that just ended complain harmlessly.
+            (log.debug if name in ("scancel", "sstat") else log.warning)("%s wrote to stderr (exit %s): %s", name, result.returncode, _first_lines(result.stderr))
         if check and result.returncode != 0:
             self.failures[name] += 1
             raise SlurmCommandError(argv, f"{name} exited {result.returncode}: {_first_lines(result.stderr or result.stdout) or 'no message'}",
@@ -134,6 +140,27 @@ class SlurmCli:
             result = await self.run("sacct", self.config.sacct,
                                     ["--noheader", "--parsable2", "-X", "-j", ",".join(chunk), "-o", SACCT_FIELDS])
             out.update(parse_sacct(result.stdout))
+        return out
+
+    async def sstat(self, job_ids: Sequence[str]) -> dict[str, JobUsage]:
+        """Current usage of running jobs, all their steps (one call per SqueueBatchSize ids). Jobs
+        without running steps are left out: sstat names them on stderr and still exits 0."""
+        out: dict[str, JobUsage] = {}
+        for chunk in _chunks(job_ids, self.config.squeue_batch_size):
+            result = await self.run("sstat", self.config.sstat,
+                                    ["-a", "--noconvert", "--noheader", "--parsable2", "-j", ",".join(chunk),
+                                     "-o", SSTAT_FIELDS])
+            out.update(parse_sstat(result.stdout))
+        return out
+
+    async def sacct_usage(self, job_ids: Sequence[str]) -> dict[str, JobUsage]:
+        """Final CPU of finished jobs from accounting."""
+        out: dict[str, JobUsage] = {}
+        for chunk in _chunks(job_ids, self.config.squeue_batch_size):
+            result = await self.run("sacct", self.config.sacct,
+                                    ["--noconvert", "--noheader", "--parsable2", "-j", ",".join(chunk),
+                                     "-o", SACCT_USAGE_FIELDS])
+            out.update(parse_sacct_usage(result.stdout))
         return out
 
     async def sinfo(self) -> list[NodeInfo]:
