@@ -12,7 +12,9 @@ Everything here is pure (argv → plan); hack/bin/singularity does the I/O and e
 
 from __future__ import annotations
 
+import posixpath
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 USAGE_EXIT = 255  # what apptainer returns when it cannot start a container
@@ -454,6 +456,71 @@ def _ansi_c(text: str, pos: int, err, name: str) -> tuple[int, str]:
             pos += 2
 
 
+# --- mount points that do not exist in the image ------------------------------------------------
+# Apptainer binds onto paths the image lacks (a pod's /var/run/secrets/..., /etc/app/config) by
+# layering: an "underlay" directory holding the image directory's entries plus the new mount point.
+# bwrap cannot create a directory inside a read-only bind, so the stand-in does the same: a tmpfs over
+# the deepest existing image directory, each original entry bound back read-only (symlinks recreated),
+# the new mount point created in the tmpfs, and the tmpfs made read-only again afterwards.
+
+MAX_SYMLINKS = 40  # like the kernel's limit when resolving a path
+
+
+@dataclass(frozen=True)
+class PathInfo:
+    """What a path of the container view is, as far as mount points go."""
+
+    kind: str  # "dir" | "file" | "symlink" | "missing" | "volatile" (not image-backed: bwrap can create it)
+    target: str = ""  # a symlink's target
+
+
+Probe = Callable[[str], PathInfo]
+Entry = tuple[str, "str | None"]  # (name, symlink target or None) of an image directory's entry
+
+
+@dataclass(frozen=True)
+class MountPoint:
+    dst: str  # where bwrap mounts: the bind destination with the image's symlinks resolved
+    underlay: str | None  # the existing read-only image directory the mount point must be created in
+
+
+def mount_point(dst: str, probe: Probe) -> MountPoint:
+    """Resolve `dst` in the container view and find where a missing mount point has to be created."""
+    parts = [p for p in posixpath.normpath(dst).split("/") if p]
+    cur, hops = "/", 0
+    while parts:
+        name = parts.pop(0)
+        path = posixpath.join(cur, name)
+        info = probe(path)
+        if info.kind == "symlink":
+            hops += 1
+            if hops > MAX_SYMLINKS:
+                raise UsageError(f"--bind destination {dst!r}: too many levels of symbolic links")
+            target = posixpath.normpath(posixpath.join(cur, info.target))
+            parts = [p for p in target.split("/") if p] + parts
+            cur = "/"
+        elif info.kind == "dir":
+            cur = path
+        elif info.kind == "file":
+            if parts:
+                raise UsageError(f"--bind destination {dst!r}: {path} is a file in the image")
+            return MountPoint(path, None)
+        else:  # missing below an image directory, or anywhere bwrap may create directories itself
+            rest = posixpath.join(path, *parts)
+            return MountPoint(rest, cur if info.kind == "missing" and cur != "/" else None)
+    return MountPoint(cur, None)
+
+
+def underlay_argv(directory: str, entries: list[Entry], source_root: str = "") -> list[str]:
+    """A tmpfs over `directory` that shows the same entries (bound back read-only from `source_root` +
+    path: the host for the host view, the sandbox directory for a sandbox image) and takes new ones."""
+    a = ["--tmpfs", directory]
+    for name, target in sorted(entries):
+        path = posixpath.join(directory, name)
+        a += ["--symlink", target, path] if target is not None else ["--ro-bind", source_root + path, path]
+    return a
+
+
 # --- the container's environment and the bwrap command --------------------------------------------
 
 
@@ -504,8 +571,17 @@ def bwrap_argv(
     home: str,
     host_home_exists: bool,
     run_default: list[str],
+    probe: Probe | None = None,
+    list_dir: Callable[[str], list[Entry]] | None = None,
 ) -> list[str]:
-    """The bwrap command line for `inv`. `root` is the host view; `sandbox` a directory image instead."""
+    """The bwrap command line for `inv`. `root` is the host view; `sandbox` a directory image instead.
+
+    With `probe` (what a container path is) and `list_dir` (an image directory's entries), binds onto
+    paths the image lacks get an underlay (see mount_point); without them, bwrap is left to cope."""
+    mounts = {b.dst: mount_point(b.dst, probe) for b in inv.binds} if probe is not None else {}
+    underlays = sorted({m.underlay for m in mounts.values() if m.underlay}, key=lambda d: (d.count("/"), d))
+    if underlays and list_dir is None:
+        raise ValueError("list_dir is needed to build underlays")
     a = [bwrap, "--die-with-parent"]
     if inv.pid_ns:
         a.append("--unshare-pid")
@@ -521,6 +597,9 @@ def bwrap_argv(
             a += ["--symlink", target, f"/{name}"]
         for name in root.dirs:
             a += ["--ro-bind", f"/{name}", f"/{name}"]
+    for directory in underlays:  # parents first: a deeper underlay is built inside a shallower one
+        assert list_dir is not None
+        a += underlay_argv(directory, list_dir(directory), sandbox or "")
     a += ["--proc", "/proc", "--ro-bind", "/sys", "/sys"]
     a += ["--dev", "/dev"] if inv.contain else ["--dev-bind", "/dev", "/dev"]
     for tmp in ("/tmp", "/var/tmp"):
@@ -540,7 +619,11 @@ def bwrap_argv(
         a += ["--bind", cwd, cwd]
         workdir = workdir or cwd
     for b in inv.binds:
-        a += ["--ro-bind" if b.readonly else "--bind", b.src, b.dst]
+        dst = mounts[b.dst].dst if b.dst in mounts else b.dst
+        a += ["--ro-bind" if b.readonly else "--bind", b.src, dst]
+    if not inv.writable_tmpfs:
+        for directory in reversed(underlays):
+            a += ["--remount-ro", directory]  # the image directory is read-only again, new mount points included
     if sandbox is None and not inv.writable_tmpfs:
         a += ["--remount-ro", "/"]  # images are read-only unless --writable-tmpfs
     a += ["--chdir", workdir or home]

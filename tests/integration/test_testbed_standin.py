@@ -84,6 +84,45 @@ def test_read_only_bind_cannot_be_written(testbed: Testbed, tmp_path: Path) -> N
     assert not (tmp_path / "f").exists()
 
 
+def test_binds_onto_paths_the_image_lacks_work_like_apptainer_and_leave_the_host_alone(
+    testbed: Testbed, tmp_path: Path
+) -> None:
+    """A pod's service-account token under /var/run/secrets/... and a ConfigMap under /etc/app: the
+    mount points are created in the container only (apptainer's underlay), the image stays read-only
+    and complete, and nothing appears on the host."""
+    token, config = tmp_path / "token", tmp_path / "config"
+    token.mkdir()
+    config.mkdir()
+    (token / "token").write_text("sa-token")
+    (config / "app.yaml").write_text("key: value")
+    script = (
+        "cat /var/run/secrets/kubernetes.io/serviceaccount/token; echo; cat /etc/app/config/app.yaml; echo; "
+        "test -f /etc/hostname && echo image-etc-intact; "
+        "touch /etc/new-file 2>/dev/null && echo ETC-WRITABLE; "
+        "echo out > /var/run/secrets/kubernetes.io/serviceaccount/written && echo rw-bind-writable"
+    )
+    proc = testbed.run(
+        [
+            testbed.singularity,
+            "exec",
+            "--containall",
+            "-B",
+            f"{token}:/var/run/secrets/kubernetes.io/serviceaccount",
+            "-B",
+            f"{config}:/etc/app/config:ro",
+            "docker://busybox:1.36",
+            "sh",
+            "-c",
+            script,
+        ],
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == ["sa-token", "key: value", "image-etc-intact", "rw-bind-writable"]
+    assert (token / "written").read_text() == "out\n"
+    assert not Path("/etc/app").exists() and not Path("/run/secrets/kubernetes.io").exists()
+
+
 def test_env_file_values_with_hostile_characters_survive(testbed: Testbed, tmp_path: Path) -> None:
     env_file = tmp_path / "main_envfile.properties"
     env_file.write_text("".join(f"{k}={shlex.quote(v)}\n" for k, v in HOSTILE_VALUES.items()), encoding="utf-8")

@@ -7,10 +7,13 @@ from testbedlib.standin import (
     Bind,
     HostRoot,
     Invocation,
+    MountPoint,
+    PathInfo,
     UsageError,
     bwrap_argv,
     container_env,
     default_runscript,
+    mount_point,
     parse_argv,
     parse_bind_list,
     parse_env_option,
@@ -179,3 +182,106 @@ def test_run_uses_the_images_default_or_the_given_command() -> None:
     assert plan(["run", "docker://busybox", "echo", "hi"])[-2:] == ["echo", "hi"]
     assert default_runscript("docker://python:3.11-alpine") == ["python3"]
     assert default_runscript("docker://library/bash:5") == ["/bin/sh"]
+
+
+# --- binds onto paths the image lacks (apptainer's underlay) -----------------------------------------
+
+# A fake container view: image directories with some content, symlinks like Debian's.
+VIEW = {
+    "/bin": PathInfo("symlink", "usr/bin"),
+    "/usr": PathInfo("dir"),
+    "/usr/bin": PathInfo("dir"),
+    "/usr/share": PathInfo("dir"),
+    "/etc": PathInfo("dir"),
+    "/etc/ssl": PathInfo("dir"),
+    "/etc/hostname": PathInfo("file"),
+    "/var": PathInfo("dir"),
+    "/var/run": PathInfo("symlink", "/run"),
+    "/var/lock": PathInfo("symlink", "../run/lock"),
+    "/loop": PathInfo("symlink", "/loop"),
+}
+LISTING = {
+    "/etc": [("ssl", None), ("hostname", None), ("mtab", "../proc/self/mounts")],
+    "/etc/ssl": [("certs", None)],
+    "/var": [("run", "/run"), ("lib", None)],
+}
+
+
+def fake_probe(path: str) -> PathInfo:
+    if path.split("/")[1] not in ("usr", "etc", "var", "bin", "loop"):
+        return PathInfo("volatile")
+    return VIEW.get(path, PathInfo("missing"))
+
+
+def plan_with_view(argv: list[str]) -> list[str]:
+    return bwrap_argv(
+        parse_argv(argv),
+        "/usr/bin/bwrap",
+        ROOT,
+        None,
+        "/w",
+        "/root",
+        True,
+        ["/bin/sh"],
+        fake_probe,
+        LISTING.__getitem__,
+    )
+
+
+@pytest.mark.parametrize(
+    ("dst", "expected"),
+    [
+        ("/etc/app/config", MountPoint("/etc/app/config", "/etc")),
+        ("/etc/ssl/new", MountPoint("/etc/ssl/new", "/etc/ssl")),
+        ("/etc/ssl", MountPoint("/etc/ssl", None)),  # exists: bound over as usual
+        ("/etc/hostname", MountPoint("/etc/hostname", None)),
+        (
+            "/var/run/secrets/kubernetes.io/serviceaccount",
+            MountPoint("/run/secrets/kubernetes.io/serviceaccount", None),
+        ),
+        ("/var/lock/x", MountPoint("/run/lock/x", None)),  # relative symlink, outside the image: bwrap creates it
+        ("/bin/tool", MountPoint("/usr/bin/tool", "/usr/bin")),
+        ("/data/x", MountPoint("/data/x", None)),  # bwrap's own root tmpfs
+        ("/usr//share/./a/../b/", MountPoint("/usr/share/b", "/usr/share")),
+    ],
+)
+def test_a_bind_destination_is_resolved_in_the_image_and_gets_an_underlay_where_missing(
+    dst: str, expected: MountPoint
+) -> None:
+    assert mount_point(dst, fake_probe) == expected
+
+
+def test_a_bind_through_a_file_or_a_symlink_loop_is_a_clear_error() -> None:
+    with pytest.raises(UsageError, match="/etc/hostname is a file"):
+        mount_point("/etc/hostname/x", fake_probe)
+    with pytest.raises(UsageError, match="too many levels of symbolic links"):
+        mount_point("/loop/x", fake_probe)
+
+
+def test_an_underlay_shows_the_image_directory_read_only_and_takes_the_new_mount_point() -> None:
+    a = plan_with_view(["exec", "--containall", "-B", "/cfg:/etc/app/config:ro", "img", "true"])
+    at = a.index("/etc", a.index("--tmpfs"))
+    assert a[at - 1 : at + 1] == ["--tmpfs", "/etc"]
+    assert a.index("--tmpfs") > a.index("--ro-bind")  # over the image's /etc bind, not under it
+    assert ("/etc/ssl", "/etc/ssl") in pairs(a, "--ro-bind") and ("/etc/hostname", "/etc/hostname") in pairs(
+        a, "--ro-bind"
+    )
+    assert ("../proc/self/mounts", "/etc/mtab") in pairs(a, "--symlink")
+    assert ("/cfg", "/etc/app/config") in pairs(a, "--ro-bind")
+    assert a.index("/etc/app/config") < a.index("--remount-ro")
+    assert [a[i + 1] for i, x in enumerate(a) if x == "--remount-ro"] == ["/etc", "/"]
+
+
+def test_nested_underlays_are_built_parents_first_and_made_read_only_children_first() -> None:
+    a = plan_with_view(["exec", "-B", "/a:/etc/ssl/new", "-B", "/b:/etc/app", "-B", "/c:/etc/other", "img", "true"])
+    tmpfs = [a[i + 1] for i, x in enumerate(a) if x == "--tmpfs" and a[i + 1].startswith("/etc")]
+    assert tmpfs == ["/etc", "/etc/ssl"]  # one underlay per directory, however many binds land in it
+    assert [a[i + 1] for i, x in enumerate(a) if x == "--remount-ro"] == ["/etc/ssl", "/etc", "/"]
+    assert ("/a", "/etc/ssl/new") in pairs(a, "--bind")
+
+
+def test_with_writable_tmpfs_underlays_stay_writable_and_existing_destinations_need_none() -> None:
+    assert "--remount-ro" not in plan_with_view(["exec", "--writable-tmpfs", "-B", "/a:/etc/app", "img", "true"])
+    a = plan_with_view(["exec", "-B", "/a:/etc/ssl", "-B", "/s:/var/run/secrets/x", "img", "true"])
+    assert not [x for i, x in enumerate(a) if x == "--tmpfs" and a[i + 1] in ("/etc", "/var", "/etc/ssl")]
+    assert ("/s", "/run/secrets/x") in pairs(a, "--bind")
