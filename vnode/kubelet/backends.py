@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Literal, Protocol
 
 # Defined in vnode.kube.identity (shared with vnode.kube.reviews); re-exported for the kubelet code.
@@ -144,4 +145,54 @@ class ReviewClient(Protocol):
         """``authorization.k8s.io/v1`` SubjectAccessReview of a cluster-scoped resource
         attribute (``nodes``, ``name`` = this node, group ""), carrying the user's name,
         uid, groups and extra."""
+        ...
+
+
+# ---- usage (/metrics/resource, /stats/summary) -----------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Figures:
+    """Cumulative CPU (core-nanoseconds) and memory in use (bytes) as of ``timestamp``;
+    ``cpu_nano_cores`` is the current rate when known."""
+
+    timestamp: datetime
+    cpu_core_nanoseconds: int
+    memory_working_set_bytes: int
+    cpu_nano_cores: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerFigures:
+    name: str
+    start_time: datetime | None
+    figures: Figures
+
+
+@dataclass(frozen=True, slots=True)
+class PodFigures:
+    namespace: str
+    name: str
+    uid: str
+    start_time: datetime | None
+    figures: Figures
+    containers: tuple[ContainerFigures, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class UsageReport:
+    """What the node's pods consume: ``pods`` are the running ones (the kubelet reports running
+    containers only); ``node`` is the sum over every pod, None when nothing was ever measured."""
+
+    node_start_time: datetime
+    node: Figures | None
+    pods: tuple[PodFigures, ...]
+
+
+class UsageSource(Protocol):
+    """CPU and memory of the node's pods (the agent asks the plugin's usage extension)."""
+
+    async def usage(self) -> UsageReport | None:
+        """The current figures; None when the backend cannot measure usage at all (a plugin
+        without the extension). Raises :class:`BackendError` when it can but failed now."""
         ...

@@ -48,6 +48,7 @@ from vnode.kubelet.plugin_backends import (
     PluginExecClient,
     PluginLogs,
     PluginLogsClient,
+    PluginUsage,
     PodCache,
 )
 from vnode.kubelet.server import KubeletServer, KubeletServerSettings
@@ -94,7 +95,8 @@ class EndpointOptions:
 
 
 class PluginBackend(PluginLogsClient, PluginExecClient, Protocol):
-    """What the endpoint needs of ``plugin_client.client.PluginClient``: logs and exec."""
+    """What the endpoint needs of ``plugin_client.client.PluginClient``: logs and exec (and
+    ``usage``, when it has it, for /metrics/resource and /stats/summary)."""
 
 
 class KubeletEndpoint:
@@ -213,6 +215,7 @@ async def start_kubelet_endpoint(
         pods=lookup,
         logs=PluginLogs(lookup, plugin),
         execs=PluginExec(plugin),
+        usage=PluginUsage(lookup, plugin) if hasattr(plugin, "usage") else None,  # type: ignore[arg-type]
     )
     await server.start()
     endpoint = KubeletEndpoint(server, certificates, requester, None)

@@ -6,6 +6,8 @@
   ``LogStruct`` (pod UID from the cached pod).
 * :class:`PluginExec` forwards exec to vnode's plugin-API exec extension
   (``plugin_client/EXEC.md``).
+* :class:`PluginUsage` asks the plugin's usage extension (``plugin_client/USAGE.md``) about every
+  pod of the node, for ``/metrics/resource`` and ``/stats/summary``.
 
 Everything the plugin says goes through ``plugin_client``'s classified errors and is turned into
 the front's own (:class:`NotFound`, :class:`BackendError`, :class:`ExecNotSupported`,
@@ -15,22 +17,28 @@ the front's own (:class:`NotFound`, :class:`BackendError`, :class:`ExecNotSuppor
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterable, AsyncIterator, Sequence
-from typing import Protocol
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any, Protocol
 
 from plugin_client import errors as plugin_errors
 from plugin_client.channel import ExecResult
 from plugin_client.models import ExecRequest, LogOpts, LogStruct
+from plugin_client.usage import ContainerUsage, PodUsage
 from vnode.kubelet.backends import (
     BackendError,
+    ContainerFigures,
     ExecFailed,
     ExecNotSupported,
     ExecSpec,
+    Figures,
     NotFound,
     OutputChannel,
     Pod,
+    PodFigures,
     PodLookup,
     TerminalSize,
+    UsageReport,
 )
 from vnode.kubelet.requests import LogOptions
 
@@ -256,3 +264,112 @@ class PluginExec:
             "attach not supported by this plugin: the plugin API's exec extension has no attach"
         )
 
+
+
+# ---- usage -----------------------------------------------------------------------------------
+
+
+class PluginUsageClient(Protocol):
+    """``plugin_client.client.PluginClient.usage``."""
+
+    async def usage(self, pods: Sequence[Mapping[str, Any]]) -> list[PodUsage]: ...
+
+
+def _running_containers(pod: Pod) -> dict[str, datetime | None]:
+    """Containers the pod status shows running, with their ``startedAt``."""
+    out: dict[str, datetime | None] = {}
+    for status in (pod.get("status") or {}).get("containerStatuses") or []:
+        running = (status.get("state") or {}).get("running")
+        if isinstance(running, dict):
+            started = running.get("startedAt")
+            out[str(status.get("name", ""))] = _parse_time(started) if isinstance(started, str) else None
+    return out
+
+
+def _parse_time(text: str) -> datetime | None:
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+class PluginUsage:
+    """:class:`~vnode.kubelet.backends.UsageSource` over the plugin's usage extension.
+
+    Every call asks the plugin about all pods of the node in one request. Only running pods and
+    their running containers are reported (the kubelet reports running containers only); the node
+    figures are the sums over the pods. The node's CPU counter must never go back (metrics-server
+    drops a node whose counter decreased), so a pod's last cumulative CPU keeps counting after the
+    pod ends and after it leaves the node. Rates for ``/stats/summary`` come from the plugin or,
+    failing that, from this and the previous answer.
+    """
+
+    def __init__(self, pods: PodLookup, plugin: PluginUsageClient,
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        self._pods = pods
+        self._plugin = plugin
+        self._clock = clock
+        self.started = clock()
+        self._pod_cpu: dict[str, int] = {}  # uid -> the largest cumulative CPU seen
+        self._retired_cpu = 0  # CPU of pods that left the node
+        self._previous: dict[tuple[str, str], tuple[datetime, int]] = {}  # (uid, container|"") -> last sample
+        self._ever_measured = False
+
+    async def usage(self) -> UsageReport | None:
+        pods = list(await self._pods.list_pods())
+        try:
+            answer = await self._plugin.usage(pods) if pods else []
+        except plugin_errors.UsageNotSupported:
+            return None
+        except plugin_errors.PluginError as error:
+            raise BackendError(f"usage: plugin unavailable: {error}" if error.transient else f"usage: {error}",
+                               status=503 if error.transient else 500) from error
+        return self._report(pods, answer)
+
+    def _report(self, pods: Sequence[Pod], answer: Sequence[PodUsage]) -> UsageReport:
+        now = self._clock()
+        by_uid = {str((p.get("metadata") or {}).get("uid", "")): p for p in pods}
+        reported: list[PodFigures] = []
+        memory = 0
+        stamps: list[datetime] = []
+        for usage in answer:
+            pod = by_uid.get(usage.uid)
+            if pod is None:
+                continue  # not (or no longer) on this node
+            self._ever_measured = True
+            self._pod_cpu[usage.uid] = max(self._pod_cpu.get(usage.uid, 0), usage.cpu_total)
+            if (pod.get("status") or {}).get("phase") != "Running":
+                continue
+            figures = self._figures(usage.uid, "", usage.timestamp or now, usage.cpu_total, usage.memory_total, None)
+            running = _running_containers(pod)
+            containers = tuple(self._container(usage, c, running[c.name], now) for c in usage.containers if c.name in running)
+            if not containers:
+                continue
+            memory += figures.memory_working_set_bytes
+            stamps.append(figures.timestamp)
+            start = (pod.get("status") or {}).get("startTime")
+            reported.append(PodFigures(usage.namespace or str(pod["metadata"].get("namespace", "")),
+                                       usage.name or str(pod["metadata"].get("name", "")), usage.uid,
+                                       _parse_time(start) if isinstance(start, str) else None, figures, containers))
+        for uid in [u for u in self._pod_cpu if u not in by_uid]:
+            self._retired_cpu += self._pod_cpu.pop(uid)
+            self._previous = {k: v for k, v in self._previous.items() if k[0] != uid}
+        node = None
+        if self._ever_measured:
+            node = self._figures("", "", max(stamps, default=now), self._retired_cpu + sum(self._pod_cpu.values()), memory, None)
+        return UsageReport(self.started, node, tuple(reported))
+
+    def _container(self, pod: PodUsage, usage: ContainerUsage, started: datetime | None, now: datetime) -> ContainerFigures:
+        figures = self._figures(pod.uid, usage.name, usage.timestamp or pod.timestamp or now,
+                                usage.cpu_usage_core_nanoseconds, usage.memory_working_set_bytes, usage.cpu_usage_nano_cores)
+        return ContainerFigures(usage.name, usage.start_time or started, figures)
+
+    def _figures(self, uid: str, container: str, when: datetime, cpu: int, memory: int, rate: int | None) -> Figures:
+        key = (uid, container)
+        previous = self._previous.get(key)
+        if rate is None and previous is not None and when > previous[0] and cpu >= previous[1]:
+            rate = int((cpu - previous[1]) / (when - previous[0]).total_seconds())
+        if previous is None or when > previous[0]:
+            self._previous[key] = (when, cpu)
+        return Figures(when, cpu, memory, rate)

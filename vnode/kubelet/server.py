@@ -6,7 +6,10 @@ Routes (the kubelet's, see ../shared/reference/kubelet-vk.md §3):
 * ``GET /containerLogs/{ns}/{pod}/{container}``
 * ``GET|POST /exec/{ns}/{pod}[/{uid}]/{container}`` and ``/attach/...`` (SPDY/3.1 or
   WebSocket upgrade)
-* ``/stats/...`` and ``/metrics/...`` are authorized but not served yet (404).
+* ``GET /metrics/resource`` and ``GET /stats/summary`` (``nodes/metrics``, ``nodes/stats``): pod
+  usage from the :class:`~vnode.kubelet.backends.UsageSource`, for metrics-server and kubectl top
+  (404 without one, or when the plugin cannot measure usage); other ``/stats`` and ``/metrics``
+  paths are authorized but not served (404).
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import h11
 from wsproto.utilities import generate_accept_token
 
 from vnode.kubelet import requests as rq
-from vnode.kubelet import status, streamprotocol
+from vnode.kubelet import resourcemetrics, status, streamprotocol
 from vnode.kubelet.auth import Forbidden, RequestAuthority, Unauthenticated
 from vnode.kubelet.backends import (
     BackendError,
@@ -36,6 +39,7 @@ from vnode.kubelet.backends import (
     NotFound,
     Pod,
     PodLookup,
+    UsageSource,
 )
 from vnode.kubelet.execsession import STREAM_CREATION_TIMEOUT
 from vnode.kubelet.httpio import ClientGone, HttpConnection
@@ -96,8 +100,10 @@ class KubeletServer:
         pods: PodLookup,
         logs: LogsSource,
         execs: ExecBackend,
+        usage: UsageSource | None = None,
     ) -> None:
         self.settings = settings
+        self._usage = usage
         self._tls = tls
         self._authority = authority
         self._pods = pods
@@ -261,6 +267,8 @@ class KubeletServer:
             await self._serve_logs(http, request)
         elif kind in ("exec", "attach"):
             return await self._serve_exec(http, request, attach=kind == "attach")
+        elif request.target.path.rstrip("/") in ("/metrics/resource", "/stats/summary"):
+            await self._serve_usage(http, request)
         else:
             raise HttpError(404, f"{request.target.path} not found")
         return False
@@ -284,6 +292,27 @@ class KubeletServer:
                 404, f"container {ref.container!r} is not valid for pod {ref.namespace}/{ref.pod}"
             )
         return pod
+
+    # ---- usage --------------------------------------------------------------------------
+
+    async def _serve_usage(self, http: HttpConnection, request: _Request) -> None:
+        if request.method != "GET":
+            raise HttpError(405, f"{request.target.path} supports GET only")
+        if self._usage is None:
+            raise HttpError(404, f"{request.target.path}: this node reports no usage")
+        try:
+            report = await self._usage.usage()
+        except BackendError as exc:
+            log.warning("usage for %s: %s", request.target.path, exc)
+            raise HttpError(exc.status, str(exc)) from exc
+        if report is None:
+            raise HttpError(404, f"{request.target.path}: the plugin reports no usage")
+        if request.target.path.startswith("/metrics"):
+            body = resourcemetrics.resource_metrics(report)
+            await http.respond(200, body, content_type=resourcemetrics.CONTENT_TYPE)
+        else:
+            body = resourcemetrics.summary_json(report, self.settings.node_name)
+            await http.respond(200, body, content_type="application/json")
 
     # ---- logs ---------------------------------------------------------------------------
 
