@@ -25,6 +25,8 @@ bench: setup
 # The README's first command: the testbed, vnode's SLURM plugin and agent, an example pod offloaded to
 # SLURM, then kubectl get/logs/exec on it; everything it started is stopped at the end. KEEP=1 leaves
 # it all running (`hack/demo stop` stops it later). Logs and configs in /tmp/vnode-demo.
+# Its setup builds only the default Kubernetes version: the demo never uses 1.36 or helm.
 .PHONY: demo
-demo: setup
+demo:
+	PYTHON=$(PYTHON) hack/setup --default-only
 	$(PYTHON) hack/demo $(if $(filter-out 0 no false,$(KEEP)),--keep)
