@@ -19,6 +19,7 @@ import sys
 from plugin_client.server import make_app, start_server
 
 from .config import ConfigError, SlurmConfig, load_config
+from .metrics import PluginMetrics, listen_url
 from .service import SlurmPlugin
 
 log = logging.getLogger("vnode.plugins.slurm")
@@ -44,7 +45,19 @@ def listen_addresses(config: SlurmConfig, host: str = "0.0.0.0") -> list[str]:
 async def serve(config: SlurmConfig, stop: asyncio.Event, ready: asyncio.Event | None = None) -> None:
     plugin = SlurmPlugin(config)
     await plugin.start()
-    server = await start_server(make_app(plugin), listen_addresses(config))
+    metrics = PluginMetrics(plugin.job_states)
+    plugin.cli.observer = metrics.observe_command
+    app = make_app(plugin)
+    app.middlewares.insert(0, metrics.middleware)  # outermost: sees the status the error middleware chose
+    server = await start_server(app, listen_addresses(config))
+    metrics_server = None
+    if config.metrics_address:
+        try:
+            metrics_server = await start_server(metrics.app(), [listen_url(config.metrics_address)])
+        except BaseException:
+            await server.close()
+            raise
+        log.info("Prometheus metrics on %s/metrics", metrics_server.urls[0])
     if not config.socket_path:
         log.warning("listening on TCP port %s of every interface, without authentication: whoever reaches it can "
                     "run jobs as this user. Prefer `Socket: unix:///...`.", config.sidecar_port)
@@ -54,6 +67,8 @@ async def serve(config: SlurmConfig, stop: asyncio.Event, ready: asyncio.Event |
         await stop.wait()
     finally:
         await server.close()
+        if metrics_server is not None:
+            await metrics_server.close()
         await plugin.close()
 
 

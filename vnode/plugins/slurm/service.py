@@ -14,6 +14,7 @@ import json
 import logging
 import secrets
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -120,6 +121,19 @@ class SlurmPlugin:
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+    def job_states(self) -> Counter[str]:
+        """Live pods' jobs by SLURM state, from the poller's cache (no SLURM call): metrics."""
+        states: Counter[str] = Counter()
+        for record in self.store.records():
+            if record.deleted_at is not None:
+                continue
+            if not record.job_id:
+                states["SUBMITTING"] += 1
+                continue
+            info = self.poller.cached(record.job_id)
+            states[info.state.name if info is not None else "UNKNOWN"] += 1
+        return states
 
     def _active_job_ids(self) -> list[str]:
         return [r.job_id for r in self.store.records() if r.job_id and r.deleted_at is None]

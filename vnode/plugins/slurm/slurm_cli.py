@@ -13,7 +13,7 @@ import logging
 import os
 import time
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from .config import SlurmConfig
@@ -70,11 +70,34 @@ class SlurmCli:
         self.env = dict(env) if env is not None else None
         self.calls: Counter[str] = Counter()  # command name → invocations
         self.failures: Counter[str] = Counter()
+        # Called once per command with (name, outcome, seconds): metrics. outcome: ok, error, timeout,
+        # cancelled, not_started.
+        self.observer: Callable[[str, str, float], None] | None = None
 
     async def run(self, name: str, prefix: Sequence[str], args: Iterable[str], *, check: bool = True,
                   timeout: float | None = None) -> CommandResult:
         argv = (*prefix, *args)
         self.calls[name] += 1
+        started = time.monotonic()
+        outcome = "not_started"
+        try:
+            result = await self._run(name, argv, check, timeout)
+            outcome = "ok" if result.returncode == 0 else "error"
+            return result
+        except SlurmCommandError as e:
+            outcome = "not_started" if e.returncode is None else "error"
+            raise
+        except TimeoutError:
+            outcome = "timeout"
+            raise
+        except asyncio.CancelledError:
+            outcome = "cancelled"
+            raise
+        finally:
+            if self.observer is not None:
+                self.observer(name, outcome, time.monotonic() - started)
+
+    async def _run(self, name: str, argv: tuple[str, ...], check: bool, timeout: float | None) -> CommandResult:
         started = time.monotonic()
         try:
             proc = await asyncio.create_subprocess_exec(
