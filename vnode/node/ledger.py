@@ -11,14 +11,23 @@ been created just before a crash (`kill -9` between the plugin's answer and the 
 The agent then asks the plugin's status for that uid before submitting again, so a pod is never
 submitted twice.
 
-Layout: ConfigMaps `vnode-jobs-<node>-<shard>` (shard = first hex digit of the uid modulo
-`shards`) in the state namespace; data key = pod uid, value = compact JSON. One ConfigMap holds
-~8000 entries (1 MiB limit), so 4 shards cover the 10000-pod default capacity with room to spare.
+Layout, in the state namespace (data key = pod uid, value = compact JSON):
+* `vnode-jobs-<node>-intents`, the journal: create intents not yet confirmed. Small (about as
+  many entries as creates in flight), so the write every create waits for stays cheap however
+  many pods the node holds.
+* `vnode-jobs-<node>-<shard>` (shard = first hex digit of the uid modulo `shards`): the entries
+  of submitted pods, with their job ids. One ConfigMap holds ~8000 entries (1 MiB limit), so 4
+  shards cover the 10000-pod default capacity with room to spare.
+Once the plugin has answered, the entry moves from the journal to its shard: first written to the
+shard, and only after that write succeeded dropped from the journal, so at every moment at least
+one of them holds it. On load, an entry found only in the journal is an intent (in doubt).
 
-Writes are group-committed: `record()` waits until its change is stored, but all changes that
+Writes are group-committed: `record()` waits until its intent is stored, but all changes that
 arrive while a write is in flight go out together in the next one. Changes nobody waits for (a job
-id learned after the create, a forgotten entry) linger up to `LAZY_LINGER` seconds so they ride
-along with the next eager write, so a burst of 100 creates costs a handful of writes, not 200.
+id learned after the create, a forgotten entry) linger up to `LAZY_LINGER` seconds and then go
+out together, or earlier with the next eager write to the same ConfigMap, so a burst of 1000
+creates costs a few hundred small journal writes (fewer the busier the apiserver: one write is in
+flight at a time) and a handful per shard.
 """
 
 from __future__ import annotations
@@ -92,8 +101,12 @@ class JobLedger:
         self.namespace = namespace
         self.node_name = node_name
         self._shards = [_Shard(f"vnode-jobs-{node_name}-{i}") for i in range(shards)]
+        self._journal = _Shard(f"vnode-jobs-{node_name}-intents")
         self.entries: dict[str, LedgerEntry] = {}
         self.writes = 0
+
+    def _all(self) -> list[_Shard]:
+        return [*self._shards, self._journal]
 
     def _shard(self, uid: str) -> _Shard:
         try:
@@ -103,8 +116,9 @@ class JobLedger:
         return self._shards[index % len(self._shards)]
 
     async def load(self) -> dict[str, LedgerEntry]:
-        """Read every shard (creating missing ones). Call once at start, before any record()."""
-        for shard in self._shards:
+        """Read every shard and the journal (creating missing ones). Call once at start, before
+        any record(). A shard's entry wins over the journal's (it was written later)."""
+        for shard in [self._journal, *self._shards]:
             cm = await self.objects.get_configmap(self.namespace, shard.name)
             if cm is None:
                 try:
@@ -120,6 +134,9 @@ class JobLedger:
                     log.warning("ledger %s: unreadable entry %s dropped", shard.name, uid)
                     continue
                 self.entries[uid] = entry
+        for uid in self._journal.stored:
+            if uid in self._shard(uid).stored:  # moved to its shard before the journal write
+                self._queue_lazy(self._journal, uid, None)
         return dict(self.entries)
 
     def _configmap(self, shard: _Shard, data: dict[str, str]) -> Obj:
@@ -131,30 +148,33 @@ class JobLedger:
         return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta, "data": data}
 
     async def record(self, entry: LedgerEntry) -> None:
-        """Store (or update) an entry; returns once it is durable."""
+        """Record a create intent; returns once it is durable (in the journal)."""
         self.entries[entry.uid] = entry
-        await self._change(entry.uid, entry.encode())
+        await self._queue(self._journal, entry.uid, entry.encode())
 
     def record_later(self, entry: LedgerEntry) -> None:
-        """Store an entry without waiting (e.g. adding a job id to an existing intent)."""
+        """Store an entry in its shard without waiting (a job id learned after the create); its
+        intent leaves the journal once the shard has it."""
         self.entries[entry.uid] = entry
-        self._queue_lazy(entry.uid, entry.encode())
+        self._queue_lazy(self._shard(entry.uid), entry.uid, entry.encode())
 
     def forget(self, uid: str) -> None:
         """Drop an entry (lazily; a crash before it is written only repeats a harmless delete)."""
-        if self.entries.pop(uid, None) is not None or uid in self._shard(uid).stored:
-            self._queue_lazy(uid, None)
-
-    def _queue(self, uid: str, value: str | None) -> asyncio.Future[None]:
+        known = self.entries.pop(uid, None) is not None
         shard = self._shard(uid)
+        if known or uid in shard.stored or shard.pending.get(uid) is not None:
+            self._queue_lazy(shard, uid, None)
+        if uid in self._journal.stored or self._journal.pending.get(uid) is not None:
+            self._queue_lazy(self._journal, uid, None)
+
+    def _queue(self, shard: _Shard, uid: str, value: str | None) -> asyncio.Future[None]:
         shard.pending[uid] = value
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         shard.waiters.append(future)
         shard.wake.set()
         return future
 
-    def _queue_lazy(self, uid: str, value: str | None) -> None:
-        shard = self._shard(uid)
+    def _queue_lazy(self, shard: _Shard, uid: str, value: str | None) -> None:
         shard.pending[uid] = value
         if shard.lazy_timer is None:
             shard.lazy_timer = asyncio.get_running_loop().call_later(LAZY_LINGER, self._wake_lazy,
@@ -165,15 +185,22 @@ class JobLedger:
         shard.lazy_timer = None
         shard.wake.set()
 
-    async def _change(self, uid: str, value: str | None) -> None:
-        await self._queue(uid, value)
+    def _written(self, shard: _Shard, changes: dict[str, str | None]) -> None:
+        """After a shard write: the entries it now holds leave the journal (lazily). An intent
+        queued again meanwhile (a pending journal write) stays."""
+        if shard is self._journal:
+            return
+        journal = self._journal
+        for uid, value in changes.items():
+            if value is not None and uid in journal.stored and uid not in journal.pending:
+                self._queue_lazy(journal, uid, None)
 
     async def run(self) -> None:
         """The writer: one task, serving every shard (started by the app)."""
         try:
-            await asyncio.gather(*(self._run_shard(s) for s in self._shards))
+            await asyncio.gather(*(self._run_shard(s) for s in self._all()))
         finally:
-            for shard in self._shards:
+            for shard in self._all():
                 if shard.lazy_timer is not None:
                     shard.lazy_timer.cancel()
                     shard.lazy_timer = None
@@ -193,6 +220,7 @@ class JobLedger:
             try:
                 await self._write(shard, pending)
                 failures = 0
+                self._written(shard, pending)
                 for w in waiters:
                     if not w.done():
                         w.set_result(None)
