@@ -374,6 +374,7 @@ async def test_a_missing_configmap_makes_the_pod_wait_then_run() -> None:
         assert waiting["reason"] == "CreateContainerConfigError"
         assert "later" in waiting["message"]
         assert "Failed" in h.recorder.reasons("u1")
+        assert "u1" not in h.ledger.entries  # no create was sent: nothing to reconcile after a crash
         h.api.configmaps[("ns", "later")] = {"metadata": {"name": "later"}, "data": {"k": "v"}}
         for _ in range(100):
             if h.backend.calls_of("create"):
@@ -681,7 +682,7 @@ async def test_the_echo_of_our_own_status_write_is_not_synced_again(h: Harness) 
         calls.append(r.uid)
         await real_sync(r)
 
-    h.ctrl.sync = counting_sync  # type: ignore[method-assign]
+    h.ctrl.sync = counting_sync  # type: ignore[method-assign,assignment]
     h.ctrl.on_pod_event(MODIFIED, copy.deepcopy(h.pod("u1")))  # the watch echo
     await h.settle()
     assert calls == []

@@ -18,7 +18,7 @@ Lifecycle of one pod (see README/CONFIG.md for the user-facing story):
    no) fails the pod with reason ProviderFailed and the plugin's message.
 5. **Status**: the status poller asks the plugin about *all* submitted, non-terminal pods in one
    call per cycle (`StatusPeriodSeconds`), and about freshly submitted pods in a fast lane: first
-   ~0.25 s after the create, then at growing intervals until the plugin reports them past
+   ~0.1 s after the create, then at growing intervals until the plugin reports them past
    waiting. A changed answer re-queues the pod in the work queue's urgent lane, whose worker
    patches pods/status if needed. The first such patch also carries the JobID annotation
    (pods/status accepts metadata changes), so a pod whose job starts at once costs exactly one
@@ -73,9 +73,9 @@ OBJECT_CACHE_SECONDS = 3.0
 IN_FLIGHT_RECHECK_SECONDS = 2.0
 # The fast status lane: a submitted pod is asked about after each of these delays (the first one
 # gathers the creates of a burst into one call), until the plugin reports it past waiting; then
-# only the full cycle asks. Sum ~7.75 s: a job that starts within seconds is seen within ~a second
+# only the full cycle asks. Sum ~7.6 s: a job that starts within seconds is seen within ~a second
 # of it, and a job queued for hours costs 5 extra, batched, questions.
-FAST_POLL_DELAYS = (0.25, 0.5, 1.0, 2.0, 4.0)
+FAST_POLL_DELAYS = (0.1, 0.5, 1.0, 2.0, 4.0)
 # Pods due within this much of the earliest one are asked about in the same call.
 FAST_POLL_GATHER = 0.1
 
@@ -390,12 +390,17 @@ class PodController:
         down = DownwardValues(host_ip=self.settings.node.internal_ip,
                               pod_ip=submission.pod_ip(pod),
                               node_allocatable=self.node_allocatable())
+        # Durable intent before the create: a crash from there on leaves a trace to reconcile.
+        # Written while the pod's references are fetched (both wait on the apiserver); if the
+        # pod cannot be submitted after all, it is forgotten again.
+        intent = asyncio.ensure_future(self.ledger.record(self._entry(rec, intent=True)))
         try:
             refs, tokens = await self._fetch(pod)
             built = submission.build(pod, refs, tokens, down, self.volume_options,
                                      extra_env=self.extra_env,
                                      skip_env_resolution=self.settings.pods.skip_downward_api_resolution)
         except MissingReference as missing:
+            self.ledger.forget(rec.uid)
             await self._wait_for_reference(rec, pod, missing)
             return
         except InvalidPodSpec as bad:
@@ -405,9 +410,7 @@ class PodController:
             self._event_once(rec, f"invalid-env-{cname}", WARNING, "InvalidEnvironmentVariableNames",
                              f"Keys [{', '.join(keys)}] from the EnvFrom of container {cname} were "
                              "skipped since they are invalid environment variable names.")
-
-        # Durable intent before the create: a crash from here on leaves a trace to reconcile.
-        await self.ledger.record(self._entry(rec, intent=True))
+        await intent
         rec.in_doubt = True
         self.creates += 1
         try:
