@@ -14,9 +14,11 @@ Two dialects, chosen by configuration; the caller's code is the same for both:
 | usage  | GET /usage, JSON list of v1.Pod (vnode        | same (interLink has none: UsageNotSupported)         |
 |        | extension, USAGE.md)                         |                                                      |
 
-Every request carries ``Content-Type: application/json``, ``InterLink-Http-Session: <Op>#<n>`` and,
-when a token file is configured and readable, ``Authorization: Bearer <token>`` read from the file on
-every call (so a refreshed token is used at once). GET requests carry their JSON body as interLink's
+Every request carries ``Content-Type: application/json``, ``InterLink-Http-Session: <Op>#<n>``,
+the caller's W3C trace context (``traceparent``, when tracing is on: :mod:`.tracing`) and, when a
+token file is configured and readable, ``Authorization: Bearer <token>`` read from the file on every
+call (so a refreshed token is used at once). Create, delete, status, ping and usage calls run in a
+CLIENT span ``<METHOD> <path>``. GET requests carry their JSON body as interLink's
 do. Every 2xx counts as success (interLink insists on 200; some plugins answer 201).
 
 The client never retries; failures raise the classified errors of :mod:`plugin_client.errors`.
@@ -34,6 +36,7 @@ from types import TracebackType
 from typing import Any, Literal, Self
 
 import aiohttp
+from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from . import channel
 from .channel import ExecResult
@@ -60,6 +63,7 @@ from .models import (
     parse_json,
 )
 from .podcache import EncodedPods
+from .tracing import inject, tracer_from
 from .usage import PodUsage
 
 __all__ = [
@@ -157,8 +161,10 @@ def routes_for(dialect: Dialect) -> Mapping[str, Route]:
 class PluginClient:
     """An async client for one plugin endpoint. Use ``async with`` or call :meth:`close`."""
 
-    def __init__(self, config: ClientConfig) -> None:
+    def __init__(self, config: ClientConfig, *, tracer_provider: Any = None) -> None:
+        """``tracer_provider``: where this client's spans go (the global provider when None)."""
         self.config = config
+        self._tracer = tracer_from(tracer_provider, __name__)
         self.routes = routes_for(config.dialect)
         self._endpoint = config.endpoint
         # Building the SSL context reads the CA/cert files once, at construction (start-up).
@@ -344,6 +350,7 @@ class PluginClient:
 
     def _headers(self, session_id: str) -> dict[str, str]:
         headers = {"Content-Type": "application/json", SESSION_HEADER: session_id}
+        inject(headers)
         token = self._read_token()
         if token:
             headers["Authorization"] = f"Bearer {token}"
@@ -376,6 +383,19 @@ class PluginClient:
 
     async def _call(self, op: str, body: bytes | None, timeout: float) -> tuple[bytes, str]:
         route = self.routes[op]
+        with self._tracer.start_as_current_span(
+            f"{route.method} {route.path}", kind=SpanKind.CLIENT,
+            attributes={"http.request.method": route.method, "url.path": route.path, "vnode.plugin.op": op},
+        ) as span:
+            try:
+                return await self._call_in_span(op, route, body, timeout)
+            except PluginError as error:
+                span.set_status(Status(StatusCode.ERROR, str(error)))
+                if error.status:
+                    span.set_attribute("http.response.status_code", error.status)
+                raise
+
+    async def _call_in_span(self, op: str, route: Route, body: bytes | None, timeout: float) -> tuple[bytes, str]:
         session_id = _session_id(route)
         try:
             async with asyncio.timeout(timeout):

@@ -31,6 +31,11 @@ Every route answers any HTTP method, as Go's ``ServeMux`` does. Failures are one
 | TransientPluginError                     | its ``status`` if 5xx, else 503                         |
 | anything else                            | 500 (logged with its traceback)                         |
 
+Every request runs in an OpenTelemetry SERVER span named ``<METHOD> <route>`` that continues the
+caller's W3C trace context (``traceparent``; see :mod:`.tracing`), with the pod's identity on create
+and delete; the backend's own spans (a SLURM command) become its children. A no-op unless tracing is
+set up.
+
 A create, delete or status call runs to completion even when the caller disconnects (as in Go's
 net/http), so a submitted job is never abandoned half-way; a log stream or exec session ends with
 its client.
@@ -48,6 +53,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from aiohttp import WSMsgType, web
+from opentelemetry.trace import SpanKind, Status, StatusCode, get_current_span
 
 from . import channel
 from .errors import (
@@ -71,6 +77,7 @@ from .models import (
     parse_json,
     pod_ref,
 )
+from .tracing import extract, tracer_from
 from .usage import PodUsage
 
 __all__ = [
@@ -156,12 +163,15 @@ class UsageBackend(Protocol):
 
 BACKEND: web.AppKey[PluginBackend] = web.AppKey("plugin_backend", PluginBackend)
 _BACKGROUND: web.AppKey[set[asyncio.Task[Any]]] = web.AppKey("plugin_background")
+_TRACER: web.AppKey[Any] = web.AppKey("plugin_tracer")
 
 
-def make_app(backend: PluginBackend) -> web.Application:
-    """The aiohttp application serving ``backend`` on interLink's plugin routes."""
-    app = web.Application(client_max_size=MAX_REQUEST_BYTES, middlewares=[_error_middleware])
+def make_app(backend: PluginBackend, *, tracer_provider: Any = None) -> web.Application:
+    """The aiohttp application serving ``backend`` on interLink's plugin routes. Spans go to
+    ``tracer_provider`` (an OpenTelemetry TracerProvider), or to the global one when None."""
+    app = web.Application(client_max_size=MAX_REQUEST_BYTES, middlewares=[_trace_middleware, _error_middleware])
     app[BACKEND] = backend
+    app[_TRACER] = tracer_from(tracer_provider, __name__)
     app[_BACKGROUND] = set()
     app.router.add_route("*", "/create", _create)
     app.router.add_route("*", "/delete", _delete)
@@ -178,6 +188,35 @@ def make_app(backend: PluginBackend) -> web.Application:
 
 
 # --- request handling ----------------------------------------------------------------------
+
+
+@web.middleware
+async def _trace_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+    resource = request.match_info.route.resource
+    route = resource.canonical if resource is not None else "unmatched"
+    attributes = {"http.request.method": request.method, "http.route": route, "url.path": request.path}
+    session = request.headers.get("InterLink-Http-Session")
+    if session:
+        attributes["interlink.session"] = session
+    with request.app[_TRACER].start_as_current_span(
+        f"{request.method} {route}", context=extract(request.headers), kind=SpanKind.SERVER, attributes=attributes
+    ) as span:
+        try:
+            response: web.StreamResponse = await handler(request)
+        except web.HTTPException as exc:
+            span.set_attribute("http.response.status_code", exc.status)
+            raise
+        span.set_attribute("http.response.status_code", response.status)
+        if response.status >= 500:
+            span.set_status(Status(StatusCode.ERROR))
+        return response
+
+
+def _annotate_pod(namespace: str, name: str, uid: str) -> None:
+    span = get_current_span()
+    span.set_attribute("k8s.namespace.name", namespace)
+    span.set_attribute("k8s.pod.name", name)
+    span.set_attribute("k8s.pod.uid", uid)
 
 
 @web.middleware
@@ -270,6 +309,7 @@ async def _create(request: web.Request) -> web.Response:
             raise WireFormatError("", f"expected one RetrievedPodData, got a list of {len(document)}")
         document, path = document[0], "[0]"
     data = RetrievedPodData.from_wire(document, path)
+    _annotate_pod(data.ref.namespace, data.ref.name, data.ref.uid)
     result: CreateStruct = await _run_to_completion(request, request.app[BACKEND].create(data))
     log.info("created %s as job %s", data.ref, result.pod_jid)
     return _json([result] if wrapped else result)
@@ -279,6 +319,8 @@ async def _delete(request: web.Request) -> web.Response:
     document = parse_json(await _body(request))
     if not isinstance(document, dict):
         raise WireFormatError("", "expected a v1.Pod object")
+    ref = pod_ref(document)
+    _annotate_pod(ref.namespace, ref.name, ref.uid)
     await _run_to_completion(request, request.app[BACKEND].delete(document))
     return _text(200, f"pod {pod_ref(document)} deleted")
 
