@@ -17,6 +17,7 @@ import signal
 import sys
 
 from plugin_client.server import make_app, start_server
+from plugin_client.tracing import TracingConfigError, setup_tracing
 
 from .config import ConfigError, SlurmConfig, load_config
 from .metrics import PluginMetrics, listen_url
@@ -85,6 +86,12 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for w in warnings:
         log.warning("config: %s", w)
+    try:
+        # Off unless the standard OTEL_* variables turn it on (plugin_client.tracing).
+        tracing = setup_tracing("vnode-slurm-plugin")
+    except TracingConfigError as e:
+        print(f"vnode-slurm-plugin: configuration error: {e}", file=sys.stderr)
+        return 2
 
     async def run() -> None:
         stop = asyncio.Event()
@@ -98,6 +105,9 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as e:
         print(f"vnode-slurm-plugin: cannot listen: {e}", file=sys.stderr)
         return 1
+    finally:
+        if tracing is not None:
+            tracing.shutdown()  # flushes the spans still batched
     return 0
 
 

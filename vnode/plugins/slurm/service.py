@@ -20,6 +20,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from opentelemetry.trace import get_current_span
+
 from plugin_client.errors import (
     PermanentPluginError,
     PodNotFound,
@@ -194,6 +196,7 @@ class SlurmPlugin:
                 self.store.forget(uid)
                 raise TransientPluginError(f"create {ref}: cannot record job {job_id}: {e.strerror or e}", status=500) from None
             record.job_id = job_id
+            get_current_span().set_attribute("slurm.job.id", job_id)
             log.info("pod %s/%s uid %s: submitted as SLURM job %s", pod.namespace, pod.name, uid, job_id)
             return CreateStruct(uid, job_id)
 

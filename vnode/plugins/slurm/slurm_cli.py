@@ -16,6 +16,9 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
 from .config import SlurmConfig
 from .parsers import (
     SACCT_FIELDS,
@@ -35,6 +38,9 @@ from .parsers import (
 )
 
 log = logging.getLogger(__name__)
+# Each command is a CLIENT span, a child of the plugin API request that caused it (no-op without
+# tracing: plugin_client.tracing).
+_tracer = trace.get_tracer(__name__)
 
 # scancel's complaints that mean "nothing left to cancel".
 _ALREADY_GONE = ("Invalid job id specified", "already completing or completed", "Job/step already completing")
@@ -80,9 +86,13 @@ class SlurmCli:
         self.calls[name] += 1
         started = time.monotonic()
         outcome = "not_started"
+        span = _tracer.start_span(name, kind=SpanKind.CLIENT, attributes={
+            "vnode.slurm.command": name, "process.executable.path": argv[0], "process.command_args": _shown(argv)})
         try:
-            result = await self._run(name, argv, check, timeout)
+            with trace.use_span(span, end_on_exit=False):
+                result = await self._run(name, argv, check, timeout)
             outcome = "ok" if result.returncode == 0 else "error"
+            span.set_attribute("process.exit.code", result.returncode)
             return result
         except SlurmCommandError as e:
             outcome = "not_started" if e.returncode is None else "error"
@@ -94,6 +104,10 @@ class SlurmCli:
             outcome = "cancelled"
             raise
         finally:
+            if outcome != "ok":
+                span.set_status(Status(StatusCode.ERROR, outcome))
+            span.set_attribute("vnode.slurm.outcome", outcome)
+            span.end()
             if self.observer is not None:
                 self.observer(name, outcome, time.monotonic() - started)
 
@@ -211,6 +225,12 @@ class SlurmCli:
         except OSError as e:
             self.failures["srun"] += 1
             raise SlurmCommandError(argv, f"srun: cannot run {argv[0]}: {e.strerror or e}") from None
+
+
+def _shown(argv: Sequence[str], limit: int = 24) -> list[str]:
+    """The argv for a span, cut after `limit` words (a squeue of 500 job ids is one long word anyway)."""
+    words = [w if len(w) <= 512 else w[:511] + "…" for w in argv[:limit]]
+    return words + (["…"] if len(argv) > limit else [])
 
 
 def _chunks(items: Sequence[str], size: int) -> Iterable[Sequence[str]]:
