@@ -64,9 +64,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     from vnode.app import (
         App,  # imported late: config errors must not pay for aiohttp & co.
     )
+    from vnode.kube.kubeconfig import KubeconfigError
 
     try:
         return asyncio.run(App(settings).run())
+    except KubeconfigError as err:
+        print(f"vnode: {err}", file=sys.stderr)
+        return EXIT_CONFIG
     except KeyboardInterrupt:
         return 0
 

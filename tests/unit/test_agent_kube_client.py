@@ -8,9 +8,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 from aiohttp import web
-from kubernetes_asyncio.client.configuration import Configuration
 
 from vnode.kube.client import KubeClient, resource_of
+from vnode.kube.kubeconfig import ApiAccess, StaticToken
 
 
 @pytest.mark.parametrize(("path", "resource"), [
@@ -34,7 +34,10 @@ async def server() -> AsyncIterator[tuple[str, list[str], asyncio.Event]]:
     release = asyncio.Event()
 
     async def handle(request: web.Request) -> web.Response:
-        seen.append(f"{request.method} {request.path}")
+        seen.append(f"{request.method} {request.path_qs}" if request.query_string
+                    else f"{request.method} {request.path}")
+        if request.headers.get("Authorization"):
+            seen.append(request.headers["Authorization"])
         if request.path.endswith("/slow"):
             await release.wait()
         return web.json_response({"ok": True})
@@ -53,9 +56,7 @@ async def server() -> AsyncIterator[tuple[str, list[str], asyncio.Event]]:
 
 
 async def _client(url: str) -> KubeClient:
-    cfg = Configuration()
-    cfg.host = url
-    return KubeClient(cfg)
+    return KubeClient(ApiAccess(host=url))
 
 
 async def test_background_requests_wait_until_no_foreground_request_is_in_flight(
@@ -83,5 +84,18 @@ async def test_background_requests_go_at_once_when_the_client_is_idle(
     try:
         await asyncio.wait_for(kube.post("/api/v1/namespaces/ns/events", {}, background=True), 5)
         assert seen == ["POST /api/v1/namespaces/ns/events"]
+    finally:
+        await kube.close()
+
+
+async def test_query_values_and_the_bearer_token_reach_the_server_unchanged(
+        server: tuple[str, list[str], asyncio.Event]) -> None:
+    url, seen, _ = server
+    kube = KubeClient(ApiAccess(host=url, token_source=StaticToken("t0ken")))
+    try:
+        await kube.get("/api/v1/pods", query=[("fieldSelector", "spec.nodeName=vn-1"),
+                                              ("continue", "a+b/c=")])
+        assert seen == ["GET /api/v1/pods?fieldSelector=spec.nodeName%3Dvn-1&continue=a%2Bb%2Fc%3D",
+                        "Bearer t0ken"]
     finally:
         await kube.close()

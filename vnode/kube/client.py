@@ -1,8 +1,8 @@
 """The apiserver adapter: the only place in vnode that opens connections to Kubernetes.
 
-kubernetes_asyncio loads credentials (kubeconfig, in-cluster service account with token refresh,
-client certificates, exec plugins) and provides the aiohttp transport. On top of it this module adds
-what the agent needs and the generated API does not give:
+Credentials come from `vnode.kube.kubeconfig` (kubeconfig files, the in-cluster service account,
+token refresh, exec plugins); requests go over one aiohttp session (keep-alive connections, pooled
+up to `max_connections`). On top of that this module adds what the agent needs:
 
 * raw JSON in and out: pods reach the plugin exactly as the apiserver served them, including fields
   newer than the client's models, and patches are sent with the content type we choose;
@@ -25,14 +25,20 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any, cast
+from urllib.parse import urlencode
 
 import aiohttp
-from kubernetes_asyncio import config as kube_config
-from kubernetes_asyncio.client.configuration import Configuration
-from kubernetes_asyncio.client.rest import RESTClientObject
+from yarl import URL
 
 from vnode import __version__
 from vnode.kube.errors import Gone, KubeError, Transient, classify
+from vnode.kube.kubeconfig import (
+    ApiAccess,
+    KubeconfigError,
+    load_incluster,
+    load_kubeconfig,
+    ssl_context,
+)
 from vnode.kube.ratelimit import TokenBucket
 from vnode.kube.retry import RetryPolicy, parse_retry_after
 
@@ -92,9 +98,11 @@ def resource_of(path: str) -> str:
 class KubeClient:
     """JSON requests to the apiserver with rate limiting, retries and typed errors."""
 
-    def __init__(self, configuration: Configuration, *, qps: float = 200.0, burst: int = 400,
+    def __init__(self, configuration: ApiAccess, *, qps: float = 200.0, burst: int = 400,
                  retry: RetryPolicy | None = None, request_timeout: float = 30.0,
                  max_connections: int = 100) -> None:
+        # `configuration` may also be a kubernetes_asyncio Configuration (same attribute names;
+        # some tests build one): its bearer token then comes from auth_settings().
         self.configuration = configuration
         self.host = (configuration.host or "").rstrip("/")
         self.bucket = TokenBucket(qps, burst)
@@ -102,8 +110,10 @@ class KubeClient:
         # 30 s: an apiserver call that takes longer is stuck; mutating calls normally take < 1 s
         # (SIG-scalability SLO) and list/watch use their own timeouts.
         self.request_timeout = request_timeout
-        configuration.connection_pool_maxsize = max_connections
-        self._rest: RESTClientObject | None = None
+        # 100 connections: one per request in flight (HTTP/1.1); more than the workers and the
+        # status writes need at once, few enough for the apiserver's per-client fairness.
+        self.max_connections = max_connections
+        self._http: aiohttp.ClientSession | None = None
         self.requests_sent = 0
         self.requests: Counter[str] = Counter()  # "PATCH pods/status" -> count
         # Foreground requests in flight (or waiting for a token); background ones wait for 0.
@@ -113,34 +123,63 @@ class KubeClient:
 
     @classmethod
     async def connect(cls, kubeconfig: str | None = None, **kwargs: Any) -> KubeClient:
-        """Credentials from `kubeconfig`, else $KUBECONFIG, else the in-cluster service account."""
-        cfg = Configuration()
+        """Credentials from `kubeconfig`, else $KUBECONFIG, else the in-cluster service account.
+        Raises KubeconfigError (naming the field) when they cannot be used."""
         path = kubeconfig or os.environ.get("KUBECONFIG") or ""
-        if path:
-            await kube_config.load_kube_config(config_file=path, client_configuration=cfg,
-                                               persist_config=False)
-        else:
-            kube_config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
-        return cls(cfg, **kwargs)
+        access = load_kubeconfig(path) if path else load_incluster()
+        return cls(access, **kwargs)
 
-    def _session(self) -> RESTClientObject:
-        if self._rest is None:
-            self._rest = RESTClientObject(self.configuration)
-        return self._rest
+    def _session(self) -> aiohttp.ClientSession:
+        if self._http is None or self._http.closed:
+            connector = aiohttp.TCPConnector(limit=self.max_connections,
+                                             ssl=ssl_context(self.configuration) or True)
+            # trust_env: HTTPS_PROXY/NO_PROXY apply, as in client-go. A 2 MiB read buffer: one
+            # watch event may carry an object up to etcd's 1.5 MiB limit.
+            self._http = aiohttp.ClientSession(connector=connector, trust_env=True,
+                                               read_bufsize=2**21)
+        return self._http
 
     async def close(self) -> None:
-        if self._rest is not None:
-            await self._rest.close()
-            self._rest = None
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
 
     async def _headers(self, content_type: str) -> dict[str, str]:
         headers = {"Accept": JSON, "Content-Type": content_type,
                    "User-Agent": f"vnode/{__version__}"}
-        auth = await self.configuration.auth_settings()
-        token = auth.get("BearerToken")
-        if token and token.get("value"):
-            headers["Authorization"] = str(token["value"])
+        try:
+            token = await self._bearer_token()
+        except (KubeconfigError, OSError) as err:
+            # A credential plugin or token file failing now may work on the next try (a cloud
+            # CLI's network, a token file being rotated): retried like an apiserver hiccup.
+            raise Transient(f"getting a bearer token: {err}") from err
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
         return headers
+
+    async def _bearer_token(self) -> str | None:
+        cfg: Any = self.configuration
+        if hasattr(cfg, "bearer_token"):
+            return cast(str | None, await cfg.bearer_token())
+        auth = await cfg.auth_settings()  # a kubernetes_asyncio Configuration
+        value = str((auth.get("BearerToken") or {}).get("value") or "")
+        return value.removeprefix("Bearer ") or None
+
+    def _url(self, path: str, query: Query | None) -> URL:
+        params = list(query.items()) if isinstance(query, Mapping) else list(query or [])
+        # Encoded here, once, as client-go does: selectors and continue tokens reach the
+        # apiserver byte for byte (aiohttp would otherwise re-quote them).
+        text = self.host + path + ("?" + urlencode(params) if params else "")
+        return URL(text, encoded=True)
+
+    def _request_kwargs(self) -> dict[str, Any]:
+        cfg: Any = self.configuration
+        kwargs: dict[str, Any] = {}
+        if getattr(cfg, "proxy", None):
+            kwargs["proxy"] = cfg.proxy
+        if getattr(cfg, "tls_server_name", None):
+            kwargs["server_hostname"] = cfg.tls_server_name
+        return kwargs
 
     async def request(self, method: str, path: str, *, query: Query | None = None,
                       body: Any = None, content_type: str = JSON,
@@ -183,16 +222,15 @@ class KubeClient:
         await self.bucket.acquire()
         context = f"{method} {path}"
         headers = await self._headers(content_type)
-        params = list(query.items()) if isinstance(query, Mapping) else list(query or [])
+        data = None if body is None else json.dumps(body, separators=(",", ":")).encode()
         started = time.monotonic()
         self.requests_sent += 1
         self.requests[f"{method} {resource_of(path)}"] += 1
         try:
-            resp = await self._session().request(
-                method, self.host + path, query_params=cast(Any, params or None), headers=headers,
-                body=body, _preload_content=False,
-                _request_timeout=timeout or self.request_timeout)
-            async with resp:
+            async with self._session().request(
+                    method, self._url(path, query), headers=headers, data=data,
+                    timeout=aiohttp.ClientTimeout(total=timeout or self.request_timeout),
+                    **self._request_kwargs()) as resp:
                 data = await resp.read()
                 status = resp.status
                 retry_after = parse_retry_after(resp.headers.get("Retry-After"))
@@ -215,15 +253,13 @@ class KubeClient:
         await self.bucket.acquire()
         context = f"WATCH {path}"
         headers = await self._headers(JSON)
-        params = list(query.items()) if isinstance(query, Mapping) else list(query)
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.request_timeout,
                                         sock_read=inactivity_timeout)
         self.requests_sent += 1
         self.requests[f"WATCH {resource_of(path)}"] += 1
         try:
-            resp = await self._session().request(
-                "GET", self.host + path, query_params=cast(Any, params), headers=headers,
-                _preload_content=False, _request_timeout=timeout)
+            resp = await self._session().request("GET", self._url(path, query), headers=headers,
+                                                 timeout=timeout, **self._request_kwargs())
         except (TimeoutError, aiohttp.ClientError, OSError) as err:
             raise Transient(f"{context}: {type(err).__name__}: {err}") from err
         async with resp:
