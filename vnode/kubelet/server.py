@@ -299,14 +299,14 @@ class KubeletServer:
         if request.method != "GET":
             raise HttpError(405, f"{request.target.path} supports GET only")
         if self._usage is None:
-            raise HttpError(404, f"{request.target.path}: this node reports no usage")
+            raise HttpError(404, f"{request.target.path} not found: this node reports no usage")
         try:
             report = await self._usage.usage()
         except BackendError as exc:
             log.warning("usage for %s: %s", request.target.path, exc)
             raise HttpError(exc.status, str(exc)) from exc
         if report is None:
-            raise HttpError(404, f"{request.target.path}: the plugin reports no usage")
+            raise HttpError(404, f"{request.target.path} not found: the plugin reports no usage")
         if request.target.path.startswith("/metrics"):
             body = resourcemetrics.resource_metrics(report)
             await http.respond(200, body, content_type=resourcemetrics.CONTENT_TYPE)
