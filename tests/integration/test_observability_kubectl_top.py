@@ -47,7 +47,7 @@ WAIT = 240.0  # metrics-server needs two scrapes 10 s apart once the APIService 
 
 # Busy about half the time (so the shared cores are not hogged) and holds 128 MiB.
 BURN = ("import time\nb = bytearray(128 * 2**20)\nfor i in range(0, len(b), 4096): b[i] = 1\n"
-        "end = time.time() + 600\nwhile time.time() < end:\n    t = time.time()\n    while time.time() - t < 0.3: pass\n"
+        "end = time.time() + 300\nwhile time.time() < end:\n    t = time.time()\n    while time.time() - t < 0.3: pass\n"
         "    time.sleep(0.3)\n")
 
 
