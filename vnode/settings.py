@@ -183,7 +183,10 @@ class PodSettings:
     # 5 s like interLink's status loop, but one batched call for all pods instead of one per pod.
     status_period: float = 5.0
     # At most this many pods per /status call; more pods are split into several calls per cycle.
-    status_batch_size: int = 1000
+    # 10000, the default node capacity: a full node is one call per cycle (one squeue for the
+    # SLURM plugin), a body of ~2.5 KB per pod (~25 MB at capacity; plugin_client's server takes
+    # 256 MiB, Go's net/http has no limit).
+    status_batch_size: int = 10000
     # Create retries: 1 s doubling to 5 min, so a plugin outage of any length is ridden out
     # without hammering it.
     create_backoff_base: float = 1.0
