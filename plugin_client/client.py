@@ -29,7 +29,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from collections.abc import AsyncIterator, Mapping, Sequence
+import time
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -161,10 +162,15 @@ def routes_for(dialect: Dialect) -> Mapping[str, Route]:
 class PluginClient:
     """An async client for one plugin endpoint. Use ``async with`` or call :meth:`close`."""
 
-    def __init__(self, config: ClientConfig, *, tracer_provider: Any = None) -> None:
-        """``tracer_provider``: where this client's spans go (the global provider when None)."""
+    def __init__(self, config: ClientConfig, *, tracer_provider: Any = None,
+                 observer: Callable[[str, str, float], None] | None = None) -> None:
+        """``tracer_provider``: where this client's spans go (the global provider when None).
+        ``observer(op, outcome, seconds)`` is called after every create/delete/status/ping/usage
+        call (metrics); outcome is ``ok`` or the error's class name (``TransientPluginError``,
+        ``PodNotFound``, ...)."""
         self.config = config
         self._tracer = tracer_from(tracer_provider, __name__)
+        self.observer = observer
         self.routes = routes_for(config.dialect)
         self._endpoint = config.endpoint
         # Building the SSL context reads the CA/cert files once, at construction (start-up).
@@ -387,13 +393,22 @@ class PluginClient:
             f"{route.method} {route.path}", kind=SpanKind.CLIENT,
             attributes={"http.request.method": route.method, "url.path": route.path, "vnode.plugin.op": op},
         ) as span:
+            started = time.monotonic()
+            outcome = "ok"
             try:
                 return await self._call_in_span(op, route, body, timeout)
             except PluginError as error:
+                outcome = type(error).__name__
                 span.set_status(Status(StatusCode.ERROR, str(error)))
                 if error.status:
                     span.set_attribute("http.response.status_code", error.status)
                 raise
+            except asyncio.CancelledError:
+                outcome = "cancelled"
+                raise
+            finally:
+                if self.observer is not None:
+                    self.observer(op, outcome, time.monotonic() - started)
 
     async def _call_in_span(self, op: str, route: Route, body: bytes | None, timeout: float) -> tuple[bytes, str]:
         session_id = _session_id(route)

@@ -1,6 +1,6 @@
 """Trace context across the plugin boundary: the client injects `traceparent`, the server helper
 continues it in a SERVER span that the backend's own spans hang from; and which OTEL_* settings turn
-tracing on."""
+tracing on; and the client's per-call observer (metrics)."""
 
 from __future__ import annotations
 
@@ -133,3 +133,20 @@ def test_settings_vnode_cannot_honour_are_refused_naming_the_variable(env: dict[
     with pytest.raises(TracingConfigError) as caught:
         setup_tracing("x", env)
     assert named in str(caught.value)
+
+
+async def test_the_observer_sees_every_call_with_its_outcome(short_tmp: Path) -> None:
+    seen: list[tuple[str, str]] = []
+    server = await start_server(make_app(FakeBackend()), [f"unix://{short_tmp}/p.sock"])
+    try:
+        client = PluginClient(ClientConfig(Endpoint.parse(server.urls[0])),
+                              observer=lambda op, outcome, seconds: seen.append((op, outcome)) if seconds >= 0 else None)
+        async with client:
+            await client.create(RetrievedPodData(pod=POD))
+            await client.status([POD])
+            await client.delete(POD)
+            with pytest.raises(PodNotFound):
+                await client.delete(POD)
+    finally:
+        await server.close()
+    assert seen == [("create", "ok"), ("status", "ok"), ("delete", "ok"), ("delete", "PodNotFound")]
