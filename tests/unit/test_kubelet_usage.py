@@ -11,8 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client.parser import text_string_to_metric_families
 
+import vnode.kubelet.server as server_module
 from plugin_client.errors import TransientPluginError, UsageNotSupported
 from plugin_client.usage import ContainerUsage, PodUsage
 from tests.kubelet_clients import Env, get
@@ -247,3 +252,35 @@ async def test_a_server_without_a_usage_source_answers_404(env: Env, reviews: In
                         logs=StaticLogs(b""), execs=SubprocessExec())
     async with srv:
         assert (await get(srv, env, "/metrics/resource"))[0] == 404
+
+
+async def test_each_kubelet_request_is_a_server_span_parenting_the_plugin_call(env: Env, reviews: InMemoryReviews) -> None:
+
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    seen: list[int] = []
+
+    class TracingPlugin(ScriptedPlugin):
+        async def usage(self, pods: Sequence[Mapping[str, Any]]) -> list[PodUsage]:
+            seen.append(trace.get_current_span().get_span_context().span_id)
+            return await super().usage(pods)
+
+    pods = StaticPods([running_pod("team", "burn", UID_A, ["main"])])
+    original = server_module._tracer
+    server_module._tracer = provider.get_tracer("test")
+    try:
+        srv = KubeletServer(KubeletServerSettings(node_name=NODE, host="127.0.0.1", port=0),
+                            tls=ServingTLS(env.cert_file, env.key_file, env.ca_file),
+                            authority=RequestAuthority(reviews, NODE), pods=pods, logs=StaticLogs(b""),
+                            execs=SubprocessExec(), usage=PluginUsage(pods, TracingPlugin()))
+        async with srv:
+            assert (await get(srv, env, "/metrics/resource"))[0] == 200
+            assert (await get(srv, env, "/metrics/cadvisor"))[0] == 404
+    finally:
+        server_module._tracer = original
+    first, second = exporter.get_finished_spans()
+    assert (first.name, second.name) == ("GET /metrics", "GET /metrics")
+    assert seen == [first.context.span_id]
+    assert second.attributes["http.response.status_code"] == 404

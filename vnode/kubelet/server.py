@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from typing import Self
 
 import h11
+from opentelemetry import propagate, trace
+from opentelemetry.trace import SpanKind
 from wsproto.utilities import generate_accept_token
 
 from vnode.kubelet import requests as rq
@@ -48,6 +50,7 @@ from vnode.kubelet.tls import ServingTLS
 from vnode.kubelet.wsexec import WebSocketExecSession
 
 log = logging.getLogger(__name__)
+_tracer = trace.get_tracer(__name__)  # a no-op unless the agent set tracing up (plugin_client.tracing)
 
 # A TLS handshake that takes longer than this is a stuck or hostile client.
 HANDSHAKE_TIMEOUT = 10.0
@@ -216,16 +219,29 @@ class KubeletServer:
                 raise ClientGone("closed mid-request")
 
     async def _handle(self, http: HttpConnection, request: _Request) -> bool:
-        """Answer one request; True if the connection was handed to an upgraded protocol."""
-        try:
-            return await self._dispatch(http, request)
-        except HttpError as exc:
-            await self._error(http, request, exc.status, exc.message, exc.headers)
-        except rq.BadRequest as exc:
-            await self._error(http, request, 400, str(exc))
-        except rq.Invalid as exc:
-            await self._error(http, request, 422, str(exc))
-        return False
+        """Answer one request; True if the connection was handed to an upgraded protocol.
+
+        Each request is a SERVER span (continuing the apiserver's ``traceparent`` when it sends
+        one), so the plugin calls it makes (logs, exec, usage) are its children."""
+        first = request.target.path.lstrip("/").split("/", 1)[0]
+        with _tracer.start_as_current_span(
+            f"{request.method} /{first}", context=propagate.extract({k: v[0] for k, v in request.headers.items()}),
+            kind=SpanKind.SERVER,
+            attributes={"http.request.method": request.method, "url.path": request.target.path,
+                        "vnode.kubelet.kind": request.target.kind},
+        ) as span:
+            try:
+                return await self._dispatch(http, request)
+            except HttpError as exc:
+                span.set_attribute("http.response.status_code", exc.status)
+                await self._error(http, request, exc.status, exc.message, exc.headers)
+            except rq.BadRequest as exc:
+                span.set_attribute("http.response.status_code", 400)
+                await self._error(http, request, 400, str(exc))
+            except rq.Invalid as exc:
+                span.set_attribute("http.response.status_code", 422)
+                await self._error(http, request, 422, str(exc))
+            return False
 
     async def _error(
         self,
