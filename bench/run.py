@@ -18,6 +18,7 @@ import json
 import os
 import platform
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -211,6 +212,10 @@ async def bursts_vnode(info: dict[str, Any], sizes: list[int], args: argparse.Na
         stub.proc.stop()
         await cleanup_node(kube, node)
         await kube.close()
+        for log_file in (agent.proc.log_path, stub.proc.log_path):  # logs go with the results
+            with contextlib.suppress(OSError):
+                shutil.copy(log_file, out / f"{impl}-{log_file.name}")
+        shutil.rmtree(workdir, ignore_errors=True)
     return results
 
 
@@ -249,6 +254,9 @@ async def main_async(args: argparse.Namespace) -> int:
     if not args.skip_slurm:
         from . import slurm_e2e
         await slurm_e2e.run_all(info, out, log, pods=args.slurm_pods)
+    if args.no_report:
+        log(f"results in {out} (BENCHMARKS.md left alone: --no-report)")
+        return 0
     from . import report
     report.write(out)
     log(f"results in {out}; BENCHMARKS.md updated")
@@ -267,6 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--slurm-pods", type=int, default=200, help="short pods in the real-SLURM run")
     p.add_argument("--skip-burst", action="store_true")
     p.add_argument("--out")
+    p.add_argument("--no-report", action="store_true", help="keep BENCHMARKS.md and bench/plots as they are")
     return asyncio.run(main_async(p.parse_args(argv)))
 
 

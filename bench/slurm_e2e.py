@@ -135,6 +135,11 @@ async def run_all(info: dict[str, Any], out: Path, log: Callable[[str], None],
         plugin.stop()
         await cleanup_node(kube, node)
         await kube.close()
+        # Keep the logs with the results; drop the job directories (the 100 MB log among them).
+        for log_file in (agent.proc.log_path, plugin.log_path):
+            with contextlib.suppress(OSError):
+                shutil.copy(log_file, out / f"slurm-{log_file.name}")
+        shutil.rmtree(workdir, ignore_errors=True)
     (out / "slurm.json").write_text(json.dumps(result, indent=1))
     return result
 
