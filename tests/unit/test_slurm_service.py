@@ -7,6 +7,7 @@ import asyncio
 import json
 import uuid
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -195,3 +196,34 @@ async def test_ping_fails_transiently_when_the_resource_script_fails(tmp_path: P
     config, _ = parse_config(f"DataRootFolder: {tmp_path / 'jobs'}\nResourceScriptPath: /bin/false\n", {})
     with pytest.raises(TransientPluginError, match="ResourceScriptPath"):
         await SlurmPlugin(config).ping()
+
+
+async def test_a_container_killed_by_the_time_limit_says_deadline_exceeded_even_with_a_cached_running_state(
+    tmp_path: Path,
+) -> None:
+    # SLURM marks the job TIMEOUT before its processes die; a state cached a moment earlier still
+    # says RUNNING when job.sh records the container's exit code.
+    config, _ = parse_config(f"DataRootFolder: {tmp_path / 'jobs'}\nStatusCacheSeconds: 60\n", {})
+    service = SlurmPlugin(config, FakeSlurm(config))
+    await service.start()
+    try:
+        p = pod()
+        job = (await service.create(RetrievedPodData(pod=p))).pod_jid
+        slurm = fake(service)
+        slurm.jobs[job] = "RUNNING"
+        pod_dir = config.pod_dir("ns", p["metadata"]["uid"])
+        (pod_dir / "run-main.started").write_text("2026-11-25T21:00:00Z\n")
+        (status,) = await service.status([p])
+        assert status.containers and status.containers[0].state.running is not None
+        slurm.jobs[job] = "TIMEOUT"
+        (pod_dir / "run-main.finished").write_text(datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ") + "\n")
+        (pod_dir / "run-main.status").write_text("143\n")
+        squeues = slurm.calls["squeue"]
+        (status,) = await service.status([p])
+        terminated = status.containers[0].state.terminated if status.containers else None
+        assert terminated is not None and (terminated.reason, terminated.exit_code) == ("DeadlineExceeded", 143)
+        assert slurm.calls["squeue"] == squeues + 1  # one fresh look, despite the 60 s cache
+        await service.status([p])
+        assert slurm.calls["squeue"] == squeues + 1  # the final state is kept
+    finally:
+        await service.close()

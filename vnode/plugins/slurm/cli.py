@@ -16,6 +16,7 @@ import os
 import signal
 import sys
 
+from plugin_client.logformat import FORMATS, configure_logging, format_from, level_for
 from plugin_client.server import make_app, start_server
 from plugin_client.tracing import TracingConfigError, setup_tracing
 
@@ -32,6 +33,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="SlurmConfig.yaml (default: $SLURMCONFIGPATH, else /etc/interlink/SlurmConfig.yaml)")
     p.add_argument("--verbose", "-verbose", action="store_true", help="debug logging")
     p.add_argument("--errorsonly", "-errorsonly", action="store_true", help="log errors only")
+    p.add_argument("--log-format", choices=FORMATS, default=None,
+                   help="text (default) or json: one object per line with pod, job and trace ids (env VNODE_LOG_FORMAT)")
     return p
 
 
@@ -82,8 +85,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     verbose = args.verbose or (config.verbose_logging and not args.errorsonly)
     quiet = args.errorsonly or (config.errors_only_logging and not verbose)
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.ERROR if quiet else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        configure_logging(level_for(verbose, quiet), format_from(os.environ, args.log_format))
+    except ValueError as e:
+        print(f"vnode-slurm-plugin: configuration error: VNODE_LOG_FORMAT: {e}", file=sys.stderr)
+        return 2
     for w in warnings:
         log.warning("config: %s", w)
     try:

@@ -75,15 +75,20 @@ class JobPoller:
         entry = self._cache.get(job_id)
         return entry[1] if entry else None
 
-    def _stale(self, job_ids: Iterable[str], as_of: float) -> list[str]:
-        """Jobs whose cached state is older than the TTL at time `as_of`."""
+    def _stale(self, job_ids: Iterable[str], as_of: float, newer_than: float | None = None) -> list[str]:
+        """Jobs whose cached state is older than the TTL at time `as_of` (or fetched before `newer_than`)."""
         return [j for j in job_ids
-                if j not in self._final and (j not in self._cache or as_of - self._cache[j][0] > self.ttl)]
+                if j not in self._final and (j not in self._cache or as_of - self._cache[j][0] > self.ttl
+                                             or (newer_than is not None and self._cache[j][0] < newer_than))]
 
-    async def get(self, job_ids: Sequence[str]) -> dict[str, JobInfo | None]:
-        """Current info per job id (None: SLURM knows nothing about it any more)."""
+    def now(self) -> float:
+        return self.clock()
+
+    async def get(self, job_ids: Sequence[str], *, newer_than: float | None = None) -> dict[str, JobInfo | None]:
+        """Current info per job id (None: SLURM knows nothing about it any more). With `newer_than`
+        (a `now()` reading), states fetched before that moment are refreshed regardless of the TTL."""
         asked_at = self.clock()
-        stale = self._stale(job_ids, asked_at)
+        stale = self._stale(job_ids, asked_at, newer_than)
         if stale and self._refresh is not None and not self._refresh.done():
             await asyncio.shield(self._refresh)  # someone else is asking squeue right now
             stale = [j for j in self._stale(stale, asked_at) if not self._fetched_after(j, asked_at)]

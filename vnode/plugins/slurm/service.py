@@ -16,7 +16,7 @@ import secrets
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ from plugin_client.errors import (
     TransientPluginError,
     WireFormatError,
 )
+from plugin_client.logformat import pod_fields
 from plugin_client.models import (
     Accelerator,
     CreateStruct,
@@ -72,6 +73,9 @@ log = logging.getLogger(__name__)
 
 EXEC_FILE = "vnode-exec.json"  # per container: the runtime argv up to the image, for kubectl exec
 SCRIPT_MODE = 0o700
+# A failed container's status is re-checked against a fresh squeue when it ended within the status
+# cache window plus this much (a status call may come a few seconds after the file was written).
+RECHECK_WINDOW_SECONDS = 5.0
 # sbatch messages that mean "SLURM is unreachable right now", not "this job is wrong".
 _TRANSIENT_MARKERS = ("Unable to contact slurm controller", "Socket timed out", "Connection refused",
                       "Slurm backup controller in standby mode", "Zero Bytes were transmitted")
@@ -146,7 +150,7 @@ class SlurmPlugin:
         wire_containers = [c.to_wire() for c in data.containers or ()]
         plan = plan_volumes(pod, collect_volume_data(wire_containers), self.config.export_pod_data)
         for w in plan.warnings:
-            log.warning("pod %s/%s: %s", pod.namespace, pod.name, w)
+            log.warning("pod %s/%s: %s", pod.namespace, pod.name, w, extra=pod_fields(pod.namespace, pod.name, pod.uid))
         job = build_job(self.config, pod, str(pod_dir), directives, plan)
         uid = next((int(d.value) for d in directives.directives if d.name == "uid" and d.value and d.value.isdigit()), None)
         exec_argv = {c.name: singularity_argv(self.config, pod, c, str(pod_dir), plan.binds.get(c.name, []), command=[])
@@ -197,7 +201,8 @@ class SlurmPlugin:
                 raise TransientPluginError(f"create {ref}: cannot record job {job_id}: {e.strerror or e}", status=500) from None
             record.job_id = job_id
             get_current_span().set_attribute("slurm.job.id", job_id)
-            log.info("pod %s/%s uid %s: submitted as SLURM job %s", pod.namespace, pod.name, uid, job_id)
+            log.info("pod %s/%s uid %s: submitted as SLURM job %s", pod.namespace, pod.name, uid, job_id,
+                     extra=pod_fields(pod.namespace, pod.name, uid, job_id))
             return CreateStruct(uid, job_id)
 
     def _write_job(self, pod: Pod, pod_dir: Path, job: JobFiles, run_as: int | None, exec_argv: dict[str, list[str]]) -> None:
@@ -229,7 +234,7 @@ class SlurmPlugin:
             record.deleted_at = time.time()
             await asyncio.to_thread(disk.mark_deleted, record.pod_dir, record.deleted_at)
             log.info("pod %s/%s uid %s: job %s cancelled; files kept %.0fs", namespace, name, uid, record.job_id or "-",
-                     self.config.delete_retention_seconds)
+                     self.config.delete_retention_seconds, extra=pod_fields(namespace, name, uid, record.job_id))
             self._schedule_cleanup(record)
 
     def _schedule_cleanup(self, record: PodRecord) -> None:
@@ -264,7 +269,9 @@ class SlurmPlugin:
             infos = await self.poller.get(job_ids) if job_ids else {}
         except (TimeoutError, SlurmCommandError) as e:
             raise TransientPluginError(f"status: {e}", status=503) from None
+        read_at = self.poller.now()
         files = await asyncio.to_thread(self._read_all, asked)
+        infos.update(await self._recheck_failed(asked, infos, files, read_at))
         out: list[PodStatus] = []
         for (namespace, name, uid, record, containers), (container_files, job_error) in zip(asked, files):
             if record is None:
@@ -278,6 +285,30 @@ class SlurmPlugin:
                     await asyncio.to_thread(self._save_final, record)
                 out.append(pod_status(name, namespace, uid, containers, record.job_id, info, container_files, job_error))
         return out
+
+    async def _recheck_failed(self, asked: Sequence[tuple[str, str, str, PodRecord | None, list[SpecContainer]]],
+                              infos: Mapping[str, JobInfo | None], files: Sequence[tuple[dict[str, ContainerFiles], str]],
+                              read_at: float) -> dict[str, JobInfo | None]:
+        """A container that just failed while the cached job state still says RUNNING may have been
+        killed by the time limit or scancel, which SLURM records before the processes die: ask squeue
+        once more for those jobs, so the container's reason (DeadlineExceeded, cancelled) is right the
+        first time. Only for containers that ended within the cache window, so a pod whose other
+        containers keep running costs no extra squeue later."""
+        recent = datetime.now(UTC) - timedelta(seconds=self.config.status_cache_seconds + RECHECK_WINDOW_SECONDS)
+        suspects = []
+        for (_ns, _name, _uid, record, _c), (container_files, _error) in zip(asked, files):
+            info = infos.get(record.job_id) if record is not None and record.job_id else None
+            if info is None or info.state.phase is not Phase.RUNNING:
+                continue
+            if any(f.exit_code not in (None, 0) and f.finished is not None and f.finished >= recent
+                   for f in container_files.values()):
+                suspects.append(info.job_id)
+        if not suspects:
+            return {}
+        try:
+            return await self.poller.get(suspects, newer_than=read_at)
+        except (TimeoutError, SlurmCommandError):
+            return {}  # the cached state stands
 
     def _read_all(self, asked: Sequence[tuple[str, str, str, PodRecord | None, list[SpecContainer]]]
                   ) -> list[tuple[dict[str, ContainerFiles], str]]:
