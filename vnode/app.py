@@ -31,16 +31,11 @@ from typing import Any
 from plugin_client.client import ClientConfig, PluginClient, Timeouts
 from plugin_client.endpoint import Endpoint, TLSSettings
 from vnode.kube.client import KubeClient
+from vnode.kube.compact import compact_pod
 from vnode.kube.errors import Forbidden, Invalid, KubeError
 from vnode.kube.events import EventRecorder
 from vnode.kube.informer import Informer
-from vnode.kube.resources import (
-    LeaseApi,
-    NodeApi,
-    ObjectApi,
-    PodApi,
-    without_managed_fields,
-)
+from vnode.kube.resources import LeaseApi, NodeApi, ObjectApi, PodApi
 from vnode.kube.retry import Backoff
 from vnode.kubelet.endpoint import (
     EndpointOptions,
@@ -187,7 +182,7 @@ class App:
         node.on_health_change = lambda health: pods.on_plugin_health(health.reachable)
         informer = Informer(kube, "/api/v1/pods", pods.on_pod_event,
                             field_selector=f"spec.nodeName={s.node.name}", name="pod-informer",
-                            transform=without_managed_fields)
+                            transform=compact_pod)
         self.agent = Agent(kube, plugin, recorder, node, lease, ledger, pods, informer)
         return self.agent
 
