@@ -23,25 +23,35 @@ an idle testbed does not advertise an unavailable metrics.k8s.io to every kubect
 from __future__ import annotations
 
 import asyncio
-import base64
+import importlib.util
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import trustme
+from types import ModuleType
 
 REPO = Path(__file__).resolve().parents[1]
-BUILD = REPO / "hack" / "metrics-server" / "build"
-NAME = "vnode-metrics-server"
-NAMESPACE = "kube-system"
-APISERVICE = "v1beta1.metrics.k8s.io"
-RESOLUTION = "10s"  # metrics-server's minimum: two scrapes give a rate within ~20 s
-REQUEST_TIMEOUT = "5s"  # must be below the resolution; a local kubelet front answers in milliseconds
+HACK = REPO / "hack" / "metrics-server"
+BUILD = HACK / "build"
+
+
+def _load(name: str) -> ModuleType:
+    """hack/metrics-server's modules (not a package: the scripts put their directory on sys.path)."""
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, HACK / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+msrun = _load("msrun")
+APISERVICE = msrun.APISERVICE
 
 
 def build_metrics_server() -> Path:
@@ -50,42 +60,6 @@ def build_metrics_server() -> Path:
     if proc.returncode != 0:
         raise RuntimeError(f"hack/metrics-server/build failed: {proc.stderr[-3000:]}")
     return Path(proc.stdout.strip().splitlines()[-1])
-
-
-def rbac_manifests() -> list[dict[str, object]]:
-    """What metrics-server's own manifests grant it, under vnode test names."""
-    sa = {"kind": "ServiceAccount", "name": NAME, "namespace": NAMESPACE}
-    return [
-        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": NAME, "namespace": NAMESPACE}},
-        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": NAME},
-         "rules": [{"apiGroups": [""], "resources": ["nodes/metrics"], "verbs": ["get"]},
-                   {"apiGroups": [""], "resources": ["pods", "nodes"], "verbs": ["get", "list", "watch"]}]},
-        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": {"name": NAME},
-         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": NAME}, "subjects": [sa]},
-        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": {"name": f"{NAME}:auth-delegator"},
-         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "system:auth-delegator"}, "subjects": [sa]},
-        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
-         "metadata": {"name": f"{NAME}-auth-reader", "namespace": NAMESPACE},
-         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "extension-apiserver-authentication-reader"},
-         "subjects": [sa]},
-    ]
-
-
-def service_manifests(port: int, ca_pem: bytes) -> list[dict[str, object]]:
-    return [
-        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": NAME, "namespace": NAMESPACE},
-         "spec": {"type": "ExternalName", "externalName": "localhost"}},
-        {"apiVersion": "apiregistration.k8s.io/v1", "kind": "APIService", "metadata": {"name": APISERVICE},
-         "spec": {"service": {"name": NAME, "namespace": NAMESPACE, "port": port}, "group": "metrics.k8s.io",
-                  "version": "v1beta1", "caBundle": base64.b64encode(ca_pem).decode(),
-                  "groupPriorityMinimum": 100, "versionPriority": 100}},
-    ]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -106,40 +80,21 @@ class MetricsServer:
 
     async def start(self) -> None:
         binary = await asyncio.to_thread(build_metrics_server)  # minutes when cold, on purpose off the loop
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
-        ca = trustme.CA()
-        leaf = ca.issue_cert(f"{NAME}.{NAMESPACE}.svc", "localhost", "127.0.0.1")
-        cert, key = self.workdir / "serving.crt", self.workdir / "serving.key"
-        leaf.cert_chain_pems[0].write_to_path(str(cert))
-        leaf.private_key_pem.write_to_path(str(key))
-        await self.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": rbac_manifests()}))
-        token = (await self.kubectl("-n", NAMESPACE, "create", "token", NAME, "--duration=2h")).stdout.strip()
-        kubeconfig = self.workdir / "metrics-server.kubeconfig"
-        ca_data = base64.b64encode(Path(self.testbed.ca_cert).read_bytes()).decode()  # type: ignore[attr-defined]
-        kubeconfig.write_text(json.dumps({
-            "apiVersion": "v1", "kind": "Config", "current-context": "ms",
-            "clusters": [{"name": "testbed", "cluster": {"server": self.testbed.apiserver_url,  # type: ignore[attr-defined]
-                                                           "certificate-authority-data": ca_data}}],
-            "users": [{"name": NAME, "user": {"token": token}}],
-            "contexts": [{"name": "ms", "context": {"cluster": "testbed", "user": NAME}}]}))
-        self.args = [
-            str(binary), f"--secure-port={self.port}", "--bind-address=127.0.0.1",
-            f"--tls-cert-file={cert}", f"--tls-private-key-file={key}",
-            f"--kubeconfig={kubeconfig}", f"--authentication-kubeconfig={kubeconfig}", f"--authorization-kubeconfig={kubeconfig}",
-            "--kubelet-preferred-address-types=InternalIP", "--kubelet-use-node-status-port",
-            f"--kubelet-certificate-authority={self.testbed.ca_cert}",  # type: ignore[attr-defined]
-            f"--metric-resolution={RESOLUTION}", f"--kubelet-request-timeout={REQUEST_TIMEOUT}",
-            f"--node-selector={self.node_selector}", "-v=2",
-        ]
+        self.port = msrun.free_port()
+        ca_pem, cert, key = msrun.serving_pair(self.workdir)
+        await self.kubectl("apply", "-f", "-", input=msrun.as_list(msrun.rbac_manifests()))
+        token = (await self.kubectl("-n", msrun.NAMESPACE, "create", "token", msrun.NAME, "--duration=2h")).stdout.strip()
+        config = self.workdir / "metrics-server.kubeconfig"
+        cluster_ca = Path(self.testbed.ca_cert)  # type: ignore[attr-defined]
+        config.write_text(msrun.kubeconfig(self.testbed.apiserver_url, cluster_ca.read_bytes(), token))  # type: ignore[attr-defined]
+        self.args = msrun.argv(binary, self.port, cert, key, config, cluster_ca, self.node_selector)
         log_fd = os.open(self.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         try:
             self.proc = await asyncio.create_subprocess_exec(*self.args, stdout=log_fd, stderr=asyncio.subprocess.STDOUT,
                                                              stdin=asyncio.subprocess.DEVNULL, start_new_session=True)
         finally:
             os.close(log_fd)
-        await self.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List",
-                                                                 "items": service_manifests(self.port, ca.cert_pem.bytes())}))
+        await self.kubectl("apply", "-f", "-", input=msrun.as_list(msrun.service_manifests(self.port, ca_pem)))
         await self.wait_available()
 
     async def wait_available(self, timeout: float = 120.0) -> None:
@@ -151,7 +106,7 @@ class MetricsServer:
             out = await self.kubectl("get", "apiservice", APISERVICE, "-o", "json", check=False)
             if out.returncode == 0:
                 conditions = json.loads(out.stdout).get("status", {}).get("conditions", [])
-                available = next((c for c in conditions if c.get("type") == "Available"), {})
+                available: dict[str, str] = next((c for c in conditions if c.get("type") == "Available"), {})
                 if available.get("status") == "True":
                     return
                 last = f"{available.get('reason')}: {available.get('message')}"
