@@ -24,6 +24,7 @@ from vnode.plugins.slurm.parsers import (
     parse_sstat,
     tres_values,
 )
+from vnode.plugins.slurm.slurm_cli import SlurmCommandError
 from vnode.plugins.slurm.status import ContainerFiles, SpecContainer
 from vnode.plugins.slurm.usage import JobUsageCache, parse_samples, pod_usage
 
@@ -188,6 +189,24 @@ async def test_final_figures_are_asked_of_sacct_once() -> None:
     now[0] = 61.0
     await cache.get([], ["7", "9"])
     assert cli.sacct_calls == [["7", "9"], ["9"]]
+
+
+async def test_a_failing_sstat_is_not_asked_again_for_a_minute() -> None:
+    cli, now = FakeCli(), [0.0]
+
+    async def broken(ids: list[str]) -> dict[str, JobUsage]:
+        cli.sstat_calls.append(list(ids))
+        raise SlurmCommandError(["sstat"], "sstat: command not found")
+
+    cli.sstat = broken  # type: ignore[method-assign]
+    cache = JobUsageCache(cli, ttl=0.0, clock=lambda: now[0])  # type: ignore[arg-type]
+    assert await cache.get(["1"], []) == {}
+    now[0] = 30.0
+    assert await cache.get(["1"], []) == {}
+    assert len(cli.sstat_calls) == 1
+    now[0] = 61.0
+    await cache.get(["1"], [])
+    assert len(cli.sstat_calls) == 2
 
 
 async def test_a_final_figure_never_goes_below_what_sstat_showed_while_running() -> None:

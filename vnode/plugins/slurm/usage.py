@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 
 USAGE_FILE = "usage.json"
 SACCT_RETRY_SECONDS = 60.0  # a job sacct does not know yet (slurmdbd lags) is asked again this much later
+SSTAT_RETRY_SECONDS = 60.0  # after sstat failed (not installed, no jobacct_gather), try again this much later
 
 
 @dataclass(frozen=True)
@@ -134,6 +135,7 @@ class JobUsageCache:
         self._final_time: dict[str, datetime] = {}
         self._sacct_asked: dict[str, float] = {}
         self._refresh: asyncio.Task[None] | None = None
+        self._sstat_disabled_until = -float("inf")
 
     def forget(self, job_id: str) -> None:
         self._last_seen_cpu.pop(job_id, None)
@@ -147,7 +149,8 @@ class JobUsageCache:
         final_ids = [j for j in finished if j not in self._final]
         if self._refresh is not None and not self._refresh.done():
             await asyncio.shield(self._refresh)
-        stale = self.clock() - self._running_at > self.ttl or not running_ids <= self._running_ids
+        stale = ((self.clock() - self._running_at > self.ttl or not running_ids <= self._running_ids)
+                 and self.clock() >= self._sstat_disabled_until)
         wanted_final = [j for j in final_ids if self.clock() - self._sacct_asked.get(j, -float("inf")) > SACCT_RETRY_SECONDS]
         if (running_ids and stale) or wanted_final:
             self._refresh = asyncio.ensure_future(self._do_refresh(running_ids if stale else frozenset(), wanted_final))
@@ -166,7 +169,9 @@ class JobUsageCache:
             try:
                 found = await self.cli.sstat(sorted(running))
             except (TimeoutError, SlurmCommandError) as e:
-                log.warning("sstat failed (pods get no job-level usage this time): %s", e)
+                self._sstat_disabled_until = self.clock() + SSTAT_RETRY_SECONDS
+                log.warning("sstat failed (no job-level usage for %.0fs; containers still report theirs): %s",
+                            SSTAT_RETRY_SECONDS, e)
                 found = {}
             self._running, self._running_ids = found, running
             for j, figures in found.items():
