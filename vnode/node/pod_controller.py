@@ -511,9 +511,13 @@ class PodController:
         if fetch is None:
             fetch = asyncio.ensure_future(self._fetch_object(key))
             self._object_fetches[key] = fetch
-            fetch.add_done_callback(lambda done: self._object_fetches.pop(key, None))
+            fetch.add_done_callback(lambda done: self._forget_fetch(key, done))
         # Shielded: one waiter being cancelled (its pod deleted) must not cancel the others'.
         return await asyncio.shield(fetch)
+
+    def _forget_fetch(self, key: tuple[str, str, str], done: asyncio.Future[Any]) -> None:
+        if self._object_fetches.get(key) is done:
+            del self._object_fetches[key]
 
     async def _fetch_object(self, key: tuple[str, str, str]) -> Any:
         kind, namespace, name = key
