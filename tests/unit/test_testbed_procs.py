@@ -26,6 +26,7 @@ def _spawn_sleeper(tmp_path: Path, script: str = "sleep 300") -> procs.ProcRecor
         {"PATH": "/usr/bin:/bin"},
         owner=f"test-{tmp_path}",
         fingerprint="fp",
+        cwd=tmp_path,  # scripts may write files (`touch ready`): keep them out of the checkout
     )
 
 
