@@ -182,3 +182,21 @@ def test_outside_a_cluster_without_a_kubeconfig_says_so(tmp_path: Path) -> None:
 
 async def test_a_static_token_is_the_bearer_token() -> None:
     assert await StaticToken("x").token() == "x"
+
+
+def test_vnode_run_with_an_unusable_kubeconfig_prints_one_line_and_exits_2(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from vnode.cli import main
+
+    config = tmp_path / "vnode.yaml"
+    config.write_text("InterlinkURL: unix:///run/nowhere.sock\nKubeletEnabled: false\n")
+    kc = write(tmp_path / "kc", {**config_doc(), "users": [{"name": "u", "user": {"auth-provider": {"name": "oidc"}}}]})
+    monkeypatch.setenv("KUBECONFIG", str(kc))
+    assert main(["run", "--config", str(config), "--nodename", "vn-test"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == ("vnode: users[u].user.auth-provider: auth-provider plugins were removed from "
+                       "kubectl; use an exec credential plugin")
+
+
+def config_doc() -> dict[str, Any]:
+    return config({"server": "https://127.0.0.1:9"}, {})
