@@ -113,6 +113,9 @@ class EventRecorder:
             self._queue.put_nowait(event)
         except asyncio.QueueFull:
             self.dropped += 1
+            if self.dropped % 1000 == 1:  # the first drop, then every 1000th: no log storm
+                log.warning("event queue full (%d events waiting for the apiserver): %d events "
+                            "dropped so far", self._queue.qsize(), self.dropped)
 
     async def run(self) -> None:
         while True:
