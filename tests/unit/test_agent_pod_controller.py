@@ -716,3 +716,24 @@ async def test_pods_referencing_one_configmap_at_once_cost_one_get() -> None:
         assert gets == 1
     finally:
         await h.close()
+
+
+async def test_the_watchs_copy_wins_over_the_patch_answer_when_it_arrived_first(h: Harness) -> None:
+    # The fake apiserver, like a busy real one at times, delivers the watch event of a write
+    # before the write's own answer: the record keeps the informer's copy, not a second one.
+    delivered: list[dict[str, Any]] = []
+    watch = h.api.watch
+
+    def recording_watch(etype: str, obj: dict[str, Any]) -> None:
+        delivered.append(obj)
+        watch(etype, obj)
+
+    h.api.watch = recording_watch
+    await h.start()
+    h.api.add_pod(make_pod("u1"))
+    await h.settle()
+    await h.poll()
+    rec = h.ctrl.records["u1"]
+    assert rec.pod is delivered[-1]
+    assert rec.pod["status"]["phase"] == "Running"
+    assert rec.echo_rv == rec.pod["metadata"]["resourceVersion"]

@@ -312,6 +312,7 @@ class PodController:
         patch = self._with_job_id(rec, pod, patch)
         if patch is None:
             return
+        base = rec.pod
         try:
             updated = await self.pods.patch_status(_ns(pod), _name(pod), patch)
         except (NotFound, Conflict):
@@ -320,9 +321,12 @@ class PodController:
         if "annotations" in patch["metadata"]:
             rec.annotation_pending = False
         if rec.pod is not None and uid_of(updated) == rec.uid:  # type: ignore[arg-type]
-            rec.pod = updated
-            rec.last_pod = updated
             rec.echo_rv = rv_of(updated)  # type: ignore[arg-type]
+            # Keep what the watch delivered while the patch was in flight (our own echo, or a
+            # newer change): it is at least as new as the answer, and it is the informer's copy.
+            if rec.pod is base:
+                rec.pod = updated
+                rec.last_pod = updated
 
     def _with_job_id(self, rec: PodRecord, pod: Pod, patch: dict[str, Any] | None
                      ) -> dict[str, Any] | None:
