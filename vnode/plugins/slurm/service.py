@@ -16,6 +16,7 @@ import secrets
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -82,8 +83,10 @@ _TRANSIENT_MARKERS = ("Unable to contact slurm controller", "Socket timed out", 
 
 
 def _meta(pod: Mapping[str, Any]) -> tuple[str, str, str]:
-    meta = pod.get("metadata") if isinstance(pod.get("metadata"), dict) else {}
-    return str(meta.get("namespace", "") or "default"), str(meta.get("name", "")), str(meta.get("uid", ""))  # type: ignore[union-attr]
+    meta = pod.get("metadata")
+    if not isinstance(meta, dict):
+        meta = {}
+    return str(meta.get("namespace", "") or "default"), str(meta.get("name", "")), str(meta.get("uid", ""))
 
 
 def _slurm_error(op: str, ref: str, e: SlurmCommandError | asyncio.TimeoutError) -> Exception:
@@ -258,36 +261,40 @@ class SlurmPlugin:
         self.store.expire_tombstones(max(3600.0, self.config.delete_retention_seconds))
 
     # --- status -----------------------------------------------------------------------------------
-    async def status(self, pods: list[KubeObject]) -> list[PodStatus]:
-        asked: list[tuple[str, str, str, PodRecord | None, list[SpecContainer]]] = []
+    def _asked(self, pods: Sequence[KubeObject]) -> list[_Asked]:
+        out = []
         for pod in pods:
             namespace, name, uid = _meta(pod)
-            record = self.store.get(uid)
-            asked.append((namespace, name, uid, record, spec_containers(pod)))
-        job_ids = [r.job_id for *_x, r, _c in asked if r is not None and r.job_id]
+            out.append(_Asked(namespace, name, uid, self.store.get(uid), spec_containers(pod)))
+        return out
+
+    async def status(self, pods: list[KubeObject]) -> list[PodStatus]:
+        asked = self._asked(pods)
+        job_ids = [a.job_id for a in asked if a.job_id]
         try:
             infos = await self.poller.get(job_ids) if job_ids else {}
         except (TimeoutError, SlurmCommandError) as e:
             raise TransientPluginError(f"status: {e}", status=503) from None
         read_at = self.poller.now()
-        files = await asyncio.to_thread(self._read_all, asked)
-        infos.update(await self._recheck_failed(asked, infos, files, read_at))
+        submitted = [a for a in asked if a.job_id]
+        await asyncio.to_thread(_read_state_files, submitted)
+        infos.update(await self._recheck_failed(submitted, infos, read_at))
         out: list[PodStatus] = []
-        for (namespace, name, uid, record, containers), (container_files, job_error) in zip(asked, files):
-            if record is None:
-                out.append(unknown_status(name, namespace, uid, containers))
-            elif not record.job_id:
-                out.append(creating_status(name, namespace, uid, containers))
+        for a in asked:
+            if a.record is None:
+                out.append(unknown_status(a.name, a.namespace, a.uid, a.containers))
+            elif not a.record.job_id:
+                out.append(creating_status(a.name, a.namespace, a.uid, a.containers))
             else:
-                info = infos.get(record.job_id)
-                if info is not None and is_final(info) and record.final is None:
-                    record.final = info_to_json(info)
-                    await asyncio.to_thread(self._save_final, record)
-                out.append(pod_status(name, namespace, uid, containers, record.job_id, info, container_files, job_error))
+                info = infos.get(a.record.job_id)
+                if info is not None and is_final(info) and a.record.final is None:
+                    a.record.final = info_to_json(info)
+                    await asyncio.to_thread(self._save_final, a.record)
+                out.append(pod_status(a.name, a.namespace, a.uid, a.containers, a.record.job_id, info, a.files,
+                                      a.job_error))
         return out
 
-    async def _recheck_failed(self, asked: Sequence[tuple[str, str, str, PodRecord | None, list[SpecContainer]]],
-                              infos: Mapping[str, JobInfo | None], files: Sequence[tuple[dict[str, ContainerFiles], str]],
+    async def _recheck_failed(self, submitted: Sequence[_Asked], infos: Mapping[str, JobInfo | None],
                               read_at: float) -> dict[str, JobInfo | None]:
         """A container that just failed while the cached job state still says RUNNING may have been
         killed by the time limit or scancel, which SLURM records before the processes die: ask squeue
@@ -296,12 +303,12 @@ class SlurmPlugin:
         containers keep running costs no extra squeue later."""
         recent = datetime.now(UTC) - timedelta(seconds=self.config.status_cache_seconds + RECHECK_WINDOW_SECONDS)
         suspects = []
-        for (_ns, _name, _uid, record, _c), (container_files, _error) in zip(asked, files):
-            info = infos.get(record.job_id) if record is not None and record.job_id else None
+        for a in submitted:
+            info = infos.get(a.job_id)
             if info is None or info.state.phase is not Phase.RUNNING:
                 continue
             if any(f.exit_code not in (None, 0) and f.finished is not None and f.finished >= recent
-                   for f in container_files.values()):
+                   for f in a.files.values()):
                 suspects.append(info.job_id)
         if not suspects:
             return {}
@@ -309,18 +316,6 @@ class SlurmPlugin:
             return await self.poller.get(suspects, newer_than=read_at)
         except (TimeoutError, SlurmCommandError):
             return {}  # the cached state stands
-
-    def _read_all(self, asked: Sequence[tuple[str, str, str, PodRecord | None, list[SpecContainer]]]
-                  ) -> list[tuple[dict[str, ContainerFiles], str]]:
-        out: list[tuple[dict[str, ContainerFiles], str]] = []
-        for _ns, _name, _uid, record, containers in asked:
-            if record is None or not record.job_id:
-                out.append(({}, ""))
-                continue
-            if not containers:  # a status request without a spec: use the pod as created
-                containers[:] = spec_containers(disk.read_pod(record.pod_dir) or {})
-            out.append(read_files(record.pod_dir, containers))
-        return out
 
     def _save_final(self, record: PodRecord) -> None:
         try:
@@ -332,40 +327,25 @@ class SlurmPlugin:
     async def usage(self, pods: list[KubeObject]) -> list[PodUsage]:
         """Per-container figures from each job's usage.json, job figures from one sstat (running)
         and sacct (finished); pods without a started job are left out."""
-        asked: list[tuple[str, str, str, PodRecord, list[SpecContainer]]] = []
-        for pod in pods:
-            namespace, name, uid = _meta(pod)
-            record = self.store.get(uid)
-            if record is not None and record.job_id:
-                asked.append((namespace, name, uid, record, spec_containers(pod)))
+        asked = [a for a in self._asked(pods) if a.job_id]
         if not asked:
             return []
         try:
-            infos = await self.poller.get([r.job_id for *_x, r, _c in asked])
+            infos = await self.poller.get([a.job_id for a in asked])
         except (TimeoutError, SlurmCommandError) as e:
             raise TransientPluginError(f"usage: {e}", status=503) from None
-        running = [r.job_id for *_x, r, _c in asked if (i := infos.get(r.job_id)) is not None and i.state.phase is Phase.RUNNING]
-        finished = [r.job_id for *_x, r, _c in asked if (i := infos.get(r.job_id)) is not None and is_final(i)]
+        running = [a.job_id for a in asked if (i := infos.get(a.job_id)) is not None and i.state.phase is Phase.RUNNING]
+        finished = [a.job_id for a in asked if (i := infos.get(a.job_id)) is not None and is_final(i)]
         jobs = await self.job_usage.get(running, finished)
-        on_disk = await asyncio.to_thread(self._read_usage_files, asked)
+        await asyncio.to_thread(_read_state_files, asked, samples=True)
         out: list[PodUsage] = []
-        for (namespace, name, uid, record, containers), (files, samples) in zip(asked, on_disk):
-            job, job_time = jobs.get(record.job_id, (None, None))
-            if record.job_id not in running and record.job_id not in finished:
+        for a in asked:
+            if a.job_id not in running and a.job_id not in finished:
                 continue  # pending, or SLURM forgot it: nothing ran that could be measured
-            found = pod_usage(uid, name, namespace, containers, files, samples, job, job_time)
+            job, job_time = jobs.get(a.job_id, (None, None))
+            found = pod_usage(a.uid, a.name, a.namespace, a.containers, a.files, a.samples, job, job_time)
             if found is not None:
                 out.append(found)
-        return out
-
-    def _read_usage_files(self, asked: Sequence[tuple[str, str, str, PodRecord, list[SpecContainer]]]
-                          ) -> list[tuple[dict[str, ContainerFiles], dict[str, Any]]]:
-        out: list[tuple[dict[str, ContainerFiles], dict[str, Any]]] = []
-        for _ns, _name, _uid, record, containers in asked:
-            if not containers:  # asked without a spec: use the pod as created
-                containers[:] = spec_containers(disk.read_pod(record.pod_dir) or {})
-            files, _error = read_files(record.pod_dir, containers)
-            out.append((files, read_samples(record.pod_dir)))
         return out
 
     # --- ping / system info -----------------------------------------------------------------------
@@ -459,6 +439,37 @@ class SlurmPlugin:
             raise PermanentPluginError(f"exec into {ref}: container {request.container} is not running")
         rc_file = record.pod_dir / f".exec-{secrets.token_hex(8)}.rc"
         return await run_exec(self.cli, record.job_id, [*argv, *request.command], session, rc_file, self.config.bash_path)
+
+
+@dataclass
+class _Asked:
+    """One pod of a /status or /usage request and what this plugin knows of it. The file fields are
+    filled by `_read_state_files`, in a worker thread."""
+
+    namespace: str
+    name: str
+    uid: str
+    record: PodRecord | None
+    containers: list[SpecContainer]  # from the request's spec (the pod as created when it has none)
+    files: dict[str, ContainerFiles] = field(default_factory=dict)
+    job_error: str = ""
+    samples: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def job_id(self) -> str:
+        return self.record.job_id if self.record is not None else ""
+
+
+def _read_state_files(asked: Sequence[_Asked], samples: bool = False) -> None:
+    """Blocking: each submitted pod's container files (and usage samples), into its `_Asked`."""
+    for a in asked:
+        if a.record is None or not a.record.job_id:
+            continue
+        if not a.containers:  # a request without the pod's spec: use the pod as created
+            a.containers = spec_containers(disk.read_pod(a.record.pod_dir) or {})
+        a.files, a.job_error = read_files(a.record.pod_dir, a.containers)
+        if samples:
+            a.samples = read_samples(a.record.pod_dir)
 
 
 def _container_files(pod_dir: Path, container: str) -> ContainerFiles:

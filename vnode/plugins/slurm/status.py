@@ -158,23 +158,28 @@ def container_status(c: SpecContainer, files: ContainerFiles, job_id: str, info:
     return _waiting(c, CONTAINER_CREATING, f"SLURM job {job_id} is starting the container")
 
 
+def _split(name: str, namespace: str, uid: str, job_id: str, containers: Sequence[SpecContainer],
+           statuses: Sequence[ContainerStatus]) -> PodStatus:
+    """The PodStatus of `statuses`, one per spec container (init containers first)."""
+    pairs = list(zip(containers, statuses, strict=True))
+    return PodStatus(name=name, uid=uid, namespace=namespace, jid=job_id,
+                     containers=tuple(s for c, s in pairs if not c.init),
+                     init_containers=tuple(s for c, s in pairs if c.init))
+
+
 def pod_status(name: str, namespace: str, uid: str, containers: Sequence[SpecContainer], job_id: str,
                info: JobInfo | None, files: Mapping[str, ContainerFiles], job_error: str) -> PodStatus:
     inits = [c for c in containers if c.init]
     inits_done = all(files.get(c.name, ContainerFiles()).exit_code == 0 for c in inits)
     statuses = [container_status(c, files.get(c.name, ContainerFiles()), job_id, info, inits_done, job_error)
                 for c in containers]
-    return PodStatus(name=name, uid=uid, namespace=namespace, jid=job_id,
-                     containers=tuple(s for s, c in zip(statuses, containers) if not c.init),
-                     init_containers=tuple(s for s, c in zip(statuses, containers) if c.init))
+    return _split(name, namespace, uid, job_id, containers, statuses)
 
 
 def creating_status(name: str, namespace: str, uid: str, containers: Sequence[SpecContainer]) -> PodStatus:
     """A pod whose create is still running (sbatch not answered yet)."""
     statuses = [_waiting(c, CONTAINER_CREATING, "submitting the SLURM job") for c in containers]
-    return PodStatus(name=name, uid=uid, namespace=namespace, jid="",
-                     containers=tuple(s for s, c in zip(statuses, containers) if not c.init),
-                     init_containers=tuple(s for s, c in zip(statuses, containers) if c.init))
+    return _split(name, namespace, uid, "", containers, statuses)
 
 
 def unknown_status(name: str, namespace: str, uid: str, containers: Sequence[SpecContainer]) -> PodStatus:
@@ -182,6 +187,4 @@ def unknown_status(name: str, namespace: str, uid: str, containers: Sequence[Spe
     the way the kubelet reports containers it lost, so the pod fails instead of hanging."""
     statuses = [_terminated(c, UNKNOWN_EXIT, NOT_FOUND_REASON, "the SLURM plugin has no job for this pod", None, None)
                 for c in containers]
-    return PodStatus(name=name, uid=uid, namespace=namespace, jid="",
-                     containers=tuple(s for s, c in zip(statuses, containers) if not c.init),
-                     init_containers=tuple(s for s, c in zip(statuses, containers) if c.init))
+    return _split(name, namespace, uid, "", containers, statuses)
