@@ -67,7 +67,7 @@ class Endpoint:
                 )
             netloc = f"{netloc}:{port_text}"
         base = urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
-        return cls(scheme=parts.scheme, base_url=base)  # type: ignore[arg-type]
+        return cls(scheme="https" if parts.scheme == "https" else "http", base_url=base)
 
     def url(self, route: str) -> str:
         """The full URL of a route such as ``/create``."""

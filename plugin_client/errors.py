@@ -96,15 +96,17 @@ class PodNotFound(PermanentPluginError):
 class ExecNotSupported(PermanentPluginError):
     """The plugin has no exec extension (no /exec route, or it refused the WebSocket upgrade)."""
 
-    def __init__(self, message: str = "exec not supported by this plugin", **kwargs: object) -> None:
-        super().__init__(message, **kwargs)  # type: ignore[arg-type]
+    def __init__(self, message: str = "exec not supported by this plugin", *, op: str = "", status: int | None = None,
+                 session: str = "") -> None:
+        super().__init__(message, op=op, status=status, session=session)
 
 
 class UsageNotSupported(PermanentPluginError):
     """The plugin has no usage extension (HTTP 404/405/501 on /usage): report no usage at all."""
 
-    def __init__(self, message: str = "usage not supported by this plugin", **kwargs: object) -> None:
-        super().__init__(message, **kwargs)  # type: ignore[arg-type]
+    def __init__(self, message: str = "usage not supported by this plugin", *, op: str = "", status: int | None = None,
+                 session: str = "") -> None:
+        super().__init__(message, op=op, status=status, session=session)
 
 
 class WireFormatError(PluginError, ValueError):
@@ -114,9 +116,9 @@ class WireFormatError(PluginError, ValueError):
     a request (answered with HTTP 400).
     """
 
-    def __init__(self, path: str, problem: str, **kwargs: object) -> None:
+    def __init__(self, path: str, problem: str, *, op: str = "", status: int | None = None, session: str = "") -> None:
         where = path or "body"
-        super().__init__(f"{where}: {problem}", **kwargs)  # type: ignore[arg-type]
+        super().__init__(f"{where}: {problem}", op=op, status=status, session=session)
         self.path = path
         self.problem = problem
 

@@ -49,6 +49,7 @@ from vnode.kubelet.plugin_backends import (
     PluginLogs,
     PluginLogsClient,
     PluginUsage,
+    PluginUsageClient,
     PodCache,
 )
 from vnode.kubelet.server import KubeletServer, KubeletServerSettings
@@ -215,7 +216,7 @@ async def start_kubelet_endpoint(
         pods=lookup,
         logs=PluginLogs(lookup, plugin),
         execs=PluginExec(plugin),
-        usage=PluginUsage(lookup, plugin) if hasattr(plugin, "usage") else None,  # type: ignore[arg-type]
+        usage=PluginUsage(lookup, plugin) if isinstance(plugin, PluginUsageClient) else None,
     )
     await server.start()
     endpoint = KubeletEndpoint(server, certificates, requester, None)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from plugin_client import errors as plugin_errors
 from plugin_client.channel import ExecResult
@@ -269,6 +269,7 @@ class PluginExec:
 # ---- usage -----------------------------------------------------------------------------------
 
 
+@runtime_checkable
 class PluginUsageClient(Protocol):
     """``plugin_client.client.PluginClient.usage``."""
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from vnode.kubelet.backends import Figures, UsageReport
 
@@ -31,7 +32,7 @@ def _stamp(moment: datetime) -> float:
     return moment.timestamp()
 
 
-class _ReportCollector:
+class _ReportCollector(Collector):
     """prometheus_client's view of one report (a throwaway registry per scrape)."""
 
     def __init__(self, report: UsageReport, scrape_error: bool) -> None:
@@ -72,7 +73,7 @@ class _ReportCollector:
 def resource_metrics(report: UsageReport, *, scrape_error: bool = False) -> bytes:
     """The ``/metrics/resource`` body."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_ReportCollector(report, scrape_error))  # type: ignore[arg-type]
+    registry.register(_ReportCollector(report, scrape_error))
     return generate_latest(registry)
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 import re
 import shlex
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from .config import Flavor, SlurmConfig
@@ -201,12 +201,12 @@ class PodResources:
     gpus: int
 
 
-def _container_value(c: Container, resource: str, parse: object) -> int | None:
+def _container_value(c: Container, resource: str, parse: Callable[[str], int]) -> int | None:
     raw = c.limits.get(resource, c.requests.get(resource))
     if raw is None:
         return None
     try:
-        return parse(raw)  # type: ignore[operator,no-any-return]
+        return parse(raw)
     except QuantityError as e:
         which = "limits" if resource in c.limits else "requests"
         raise DirectiveError(f"{c.where}.resources.{which}.{resource}: {e}") from None

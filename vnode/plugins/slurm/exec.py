@@ -19,7 +19,7 @@ import os
 import signal
 import struct
 import termios
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 from plugin_client.server import ServerExecSession
@@ -54,7 +54,8 @@ def read_rc(rc_file: Path, fallback: int) -> int:
     return int(text) if text.isdigit() else fallback
 
 
-async def _pump_stdin(session: ServerExecSession, write: asyncio.StreamWriter | int, pty: bool) -> None:
+async def _pump_stdin(session: ServerExecSession, write: asyncio.StreamWriter | int) -> None:
+    """stdin into a pipe (StreamWriter) or a terminal (its master fd, where EOF is a ^D)."""
     while data := await session.read_stdin():
         if isinstance(write, int):
             await _write_fd(write, data)
@@ -83,9 +84,9 @@ async def _write_fd(fd: int, data: bytes) -> None:
                 loop.remove_writer(fd)
 
 
-async def _pump_out(reader: asyncio.StreamReader, write: object) -> None:
+async def _pump_out(reader: asyncio.StreamReader, write: Callable[[bytes], Awaitable[None]]) -> None:
     while data := await reader.read(64 * 1024):
-        await write(data)  # type: ignore[operator]
+        await write(data)
 
 
 async def _pump_fd(fd: int, session: ServerExecSession) -> None:
@@ -153,7 +154,7 @@ async def _run_pipes(cli: SlurmCli, args: list[str], session: ServerExecSession)
     assert proc.stdout is not None and proc.stderr is not None
     tasks = [asyncio.ensure_future(_pump_out(proc.stdout, session.write_stdout if req.stdout else _discard)),
              asyncio.ensure_future(_pump_out(proc.stderr, session.write_stderr if req.stderr else _discard))]
-    stdin_task = asyncio.ensure_future(_pump_stdin(session, proc.stdin, False)) if req.stdin and proc.stdin else None
+    stdin_task = asyncio.ensure_future(_pump_stdin(session, proc.stdin)) if req.stdin and proc.stdin else None
     try:
         await asyncio.gather(*tasks)
         return await proc.wait()
@@ -177,7 +178,7 @@ async def _run_tty(cli: SlurmCli, args: list[str], session: ServerExecSession) -
         os.close(slave)
     tasks = [asyncio.ensure_future(_pump_fd(master, session)), asyncio.ensure_future(_resizes(session, master))]
     if session.request.stdin:
-        tasks.append(asyncio.ensure_future(_pump_stdin(session, master, True)))
+        tasks.append(asyncio.ensure_future(_pump_stdin(session, master)))
     try:
         await tasks[0]  # output ends when the terminal closes
         return await proc.wait()

@@ -32,6 +32,7 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 # SLURM commands take from ~10 ms (squeue on an idle controller) to minutes (a wedged one).
 COMMAND_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
@@ -40,7 +41,7 @@ HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 3
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-class _JobsCollector:
+class _JobsCollector(Collector):
     def __init__(self, states: Callable[[], Tally[str]]) -> None:
         self._states = states
 
@@ -65,7 +66,7 @@ class PluginMetrics:
         self.http_duration = Histogram(
             "vnode_slurm_plugin_http_request_duration_seconds", "Time to answer a plugin API request",
             ["route"], buckets=HTTP_BUCKETS, registry=self.registry)
-        self.registry.register(_JobsCollector(job_states))  # type: ignore[arg-type]
+        self.registry.register(_JobsCollector(job_states))
 
     def observe_command(self, command: str, outcome: str, seconds: float) -> None:
         self.command_duration.labels(command, outcome).observe(seconds)

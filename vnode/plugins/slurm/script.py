@@ -242,15 +242,20 @@ vnode_wait() {
 """
 
 
+# hostPath types the kubelet checks before it starts a pod: the `test` flag and the words of the error.
+_HOSTPATH_TESTS = {"Directory": ("-d", "a directory"), "File": ("-f", "a file"), "Socket": ("-S", "a socket"),
+                   "CharDevice": ("-c", "a character device"), "BlockDevice": ("-b", "a block device")}
+
+
 def _hostpath_check(path: str, htype: str, volume: str) -> str:
     p = quote(path)
-    what = f"hostPath volume {volume}: {path}"
-    fail = lambda msg: f"vnode_fail {quote(f'{what} {msg}')} || return 1"
-    tests = {"Directory": "-d", "File": "-f", "Socket": "-S", "CharDevice": "-c", "BlockDevice": "-b"}
-    if htype in tests:
-        kind = {"Directory": "a directory", "File": "a file", "Socket": "a socket",
-                "CharDevice": "a character device", "BlockDevice": "a block device"}[htype]
-        return f"  [ {tests[htype]} {p} ] || {{ {fail(f'is not {kind} on this node')}; }}"
+
+    def fail(problem: str) -> str:
+        return f"vnode_fail {quote(f'hostPath volume {volume}: {path} {problem}')} || return 1"
+
+    if htype in _HOSTPATH_TESTS:
+        flag, kind = _HOSTPATH_TESTS[htype]
+        return f"  [ {flag} {p} ] || {{ {fail(f'is not {kind} on this node')}; }}"
     if htype == "DirectoryOrCreate":
         return f"  [ -d {p} ] || ( umask 022 && mkdir -p -- {p} ) || {{ {fail('cannot be created')}; }}"
     if htype == "FileOrCreate":

@@ -18,7 +18,7 @@ import os
 import shutil
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,11 +42,6 @@ class PodRecord:
     job_id: str = ""  # "" while the job is being submitted
     deleted_at: float | None = None  # wall-clock time of the delete
     final: dict[str, Any] | None = None  # the job's final state, once known
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
-
-    @property
-    def submitted(self) -> bool:
-        return bool(self.job_id)
 
 
 class PodStore:
@@ -179,7 +174,7 @@ def write_pod_dir(pod_dir: Path, dirs: list[str], empty_dirs: list[str], files: 
         _write(target, data, mode)
     if uid is not None and os.geteuid() == 0:
         # The job runs as `uid` (sbatch --uid): it must own what it reads and writes.
-        for root, subdirs, names in os.walk(pod_dir):
+        for root, _dirs, names in os.walk(pod_dir):
             os.chown(root, uid, -1)
             for n in names:
                 os.chown(os.path.join(root, n), uid, -1)

@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TypeGuard
 
 from plugin_client.usage import ContainerUsage, PodUsage
 
@@ -70,14 +71,17 @@ def parse_samples(text: str) -> dict[str, ContainerSample]:
         if not isinstance(entry, dict):
             continue
         cpu, rss, rate, moment = entry.get("cpu_ns"), entry.get("rss"), entry.get("rate"), entry.get("time")
-        if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in (cpu, rss)):
+        if not (_count(cpu) and _count(rss)):
             continue
         if not isinstance(moment, int | float) or isinstance(moment, bool):
             continue
-        rate_ok = isinstance(rate, int) and not isinstance(rate, bool) and rate >= 0
-        out[str(key)] = ContainerSample(cpu, rss, rate if rate_ok else None,  # type: ignore[arg-type]
-                                        datetime.fromtimestamp(moment, UTC))
+        out[str(key)] = ContainerSample(cpu, rss, rate if _count(rate) else None, datetime.fromtimestamp(moment, UTC))
     return out
+
+
+def _count(value: object) -> TypeGuard[int]:
+    """A non-negative JSON integer (bool is an int to Python, not to JSON)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def read_samples(pod_dir: Path) -> dict[str, ContainerSample]:
