@@ -83,7 +83,11 @@ def test_plugin_image_installs_the_slurm_plugin_without_the_kubernetes_side(tmp_
     assert help_.returncode == 0, help_.stderr
     assert "--config" in help_.stdout
     assert not imports_from_venv(bin_dir, "kubernetes_asyncio")
-    assert not imports_from_venv(bin_dir, "grpc")
+    assert not imports_from_venv(bin_dir, "cryptography")
+    # the whole plugin imports: service, metrics, and the OTLP exporter tracing would load
+    whole = run(bin_dir, "python", "-c", "import vnode.plugins.slurm.service, vnode.plugins.slurm.metrics, "
+                "opentelemetry.exporter.otlp.proto.grpc.trace_exporter")
+    assert whole.returncode == 0, whole.stderr
     # a missing config is a clean configuration error, not an ImportError from the Kubernetes side
     bad = run(bin_dir, "vnode-slurm-plugin", "--config", str(tmp_path / "missing.yaml"))
     assert bad.returncode == 2, bad.stderr
