@@ -1,15 +1,22 @@
 # vnode's entry points. `make test` is the README's test command and what CI (.ci/run) runs.
 PYTHON ?= python3
 
-.PHONY: setup test test-unit
+.PHONY: setup test test-unit lint
 
 # Idempotent: Debian packages, `pip install -e '.[test]'`, cached Kubernetes binaries.
 setup:
 	PYTHON=$(PYTHON) hack/setup
 
-# Everything: unit tests and integration tests against the real testbed (brought up by the fixture).
+# Everything: the static checks, unit tests and integration tests against the real testbed (brought up
+# by the fixture).
 test: setup
+	$(MAKE) --no-print-directory lint PYTHON=$(PYTHON)
 	$(PYTHON) -m pytest tests
+
+# Static checks (a few seconds): ruff over everything, mypy --strict over the shipped packages.
+lint:
+	$(PYTHON) -m ruff check .
+	$(PYTHON) -m mypy
 
 # The fast unit suite alone; needs no testbed.
 test-unit:

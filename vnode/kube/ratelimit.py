@@ -56,5 +56,6 @@ class TokenBucket:
         if self.qps <= 0:
             return
         async with self._lock:
-            while not self.try_take():
+            # A token bucket refills with time, not with an event: sleeping until the next token is the design.
+            while not self.try_take():  # noqa: ASYNC110
                 await asyncio.sleep(self.delay_for_next())

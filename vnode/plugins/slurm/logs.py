@@ -69,7 +69,7 @@ def since_moment(opts: LogOpts, now: datetime) -> datetime | None:
 def render(lines: list[bytes], stamps: list[str | None], opts: LogOpts, now: datetime, fallback_stamp: str) -> bytes:
     """Pure: the since/tail/timestamps/limit pipeline over lines (each with its line ending)."""
     since = since_moment(opts, now)
-    pairs = list(zip(lines, stamps))
+    pairs = list(zip(lines, stamps, strict=True))
     if since is not None:
         kept = []
         for line, stamp in pairs:
