@@ -166,7 +166,7 @@ class PluginClient:
                  observer: Callable[[str, str, float], None] | None = None) -> None:
         """``tracer_provider``: where this client's spans go (the global provider when None).
         ``observer(op, outcome, seconds)`` is called after every create/delete/status/ping/usage
-        call (metrics); outcome is ``ok`` or the error's class name (``TransientPluginError``,
+        call and every log stream's start (metrics); outcome is ``ok`` or the error's class name (``TransientPluginError``,
         ``PodNotFound``, ...)."""
         self.config = config
         self._tracer = tracer_from(tracer_provider, __name__)
@@ -285,7 +285,23 @@ class PluginClient:
 
     async def logs(self, request: LogStruct) -> LogStream:
         """Start a log stream. Errors are raised here, before any byte; iterate the result for the
-        bytes (with ``Follow`` it lasts until the plugin ends it or :meth:`LogStream.aclose`)."""
+        bytes (with ``Follow`` it lasts until the plugin ends it or :meth:`LogStream.aclose`).
+        The observer sees the time to the start of the stream (a followed stream has no end)."""
+        started = time.monotonic()
+        outcome = "ok"
+        try:
+            return await self._logs(request)
+        except PluginError as error:
+            outcome = type(error).__name__
+            raise
+        except asyncio.CancelledError:
+            outcome = "cancelled"
+            raise
+        finally:
+            if self.observer is not None:
+                self.observer("logs", outcome, time.monotonic() - started)
+
+    async def _logs(self, request: LogStruct) -> LogStream:
         route = self.routes["logs"]
         session_id = _session_id(route)
         try:

@@ -1,9 +1,10 @@
 """The composition root: builds every part from Settings, runs them as named root tasks, and shuts
 them down in a fixed order.
 
-Start order: apiserver client and plugin client → event recorder → Node (first ping, then create or
-adopt) → Lease → job ledger → pod informer (first LIST) → pod controller (reconcile with the ledger,
-workers) → status poller → kubelet endpoint.
+Start order: apiserver client and plugin client → health port (/healthz, /readyz, /metrics) and
+event-loop lag monitor → event recorder → Node (first ping, then create or adopt) → Lease → job
+ledger → pod informer (first LIST) → pod controller (reconcile with the ledger, workers) → status
+poller → kubelet endpoint.
 
 Shutdown (SIGTERM/SIGINT, or a root task dying): stop accepting kubelet connections → stop the
 informer (no new work) → stop pod workers (an in-flight plugin call is cancelled; its pod is "in
@@ -30,7 +31,8 @@ from typing import Any
 
 from plugin_client.client import ClientConfig, PluginClient, Timeouts
 from plugin_client.endpoint import Endpoint, TLSSettings
-from vnode.kube.client import KubeClient
+from plugin_client.tracing import tracer_from
+from vnode.kube.client import KubeClient, resource_of
 from vnode.kube.compact import compact_pod
 from vnode.kube.errors import Forbidden, Invalid, KubeError
 from vnode.kube.events import EventRecorder
@@ -46,6 +48,8 @@ from vnode.node import nodestatus
 from vnode.node.health_server import HealthServer
 from vnode.node.lease_controller import LeaseController
 from vnode.node.ledger import JobLedger
+from vnode.node.looplag import LoopLagMonitor
+from vnode.node.metrics import AgentMetrics, AgentSources
 from vnode.node.node_controller import NodeController
 from vnode.node.pod_controller import PodController
 from vnode.settings import Settings
@@ -95,8 +99,12 @@ class Agent:
 
 
 class App:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, tracer_provider: Any = None) -> None:
+        """`tracer_provider`: where the agent's spans go (None: the global one, which
+        plugin_client.tracing.setup_tracing installs from OTEL_*; a no-op without it)."""
         self.settings = settings
+        self.tracer_provider = tracer_provider
+        self.metrics = AgentMetrics()  # per App: several agents may share a process (tests)
         self.stopping = asyncio.Event()
         self.agent: Agent | None = None
         self.exit_code = EXIT_OK
@@ -170,7 +178,8 @@ class App:
     async def build(self) -> Agent:
         s = self.settings
         kube = await KubeClient.connect(s.kube.kubeconfig or None, qps=s.kube.qps, burst=s.kube.burst)
-        plugin = PluginClient(plugin_client_config(s))
+        plugin = PluginClient(plugin_client_config(s), tracer_provider=self.tracer_provider,
+                              observer=self.metrics.observe_plugin_call)
         recorder = EventRecorder(kube, host=s.node.name)
         node = NodeController(NodeApi(kube), plugin, s, recorder=recorder)
         lease = LeaseController(LeaseApi(kube), s.node.name, lambda: node.uid,
@@ -178,12 +187,14 @@ class App:
         objects = ObjectApi(kube)
         ledger = JobLedger(objects, s.pods.state_namespace, s.node.name)
         pods = PodController(PodApi(kube), objects, plugin, recorder, ledger, s,
-                             node_allocatable=lambda: nodestatus.capacity(s, node.health.ping))
+                             node_allocatable=lambda: nodestatus.capacity(s, node.health.ping),
+                             tracer=tracer_from(self.tracer_provider, "vnode"))
         node.on_health_change = lambda health: pods.on_plugin_health(health.reachable)
         informer = Informer(kube, "/api/v1/pods", pods.on_pod_event,
                             field_selector=f"spec.nodeName={s.node.name}", name="pod-informer",
                             transform=compact_pod)
         self.agent = Agent(kube, plugin, recorder, node, lease, ledger, pods, informer)
+        self.metrics.sources = _sources(self.agent)
         return self.agent
 
     def add_stop_hook(self, hook: Callable[[], Awaitable[None]]) -> None:
@@ -198,7 +209,10 @@ class App:
         try:
             if self.settings.health.port:
                 agent.health = HealthServer(self.settings.health.address, self.settings.health.port)
+                agent.health.add_get("/metrics", self.metrics.scrape)
                 await agent.health.start()
+                lag = LoopLagMonitor(self.metrics.observe_loop_lag)
+                self._guard("loop-lag", lag.run())
             self._guard("events", agent.recorder.run())
             if self.settings.kubelet.enabled:
                 await self._start_kubelet(agent)
@@ -264,7 +278,7 @@ class App:
                 await hook()
         await self._cancel(agent, "pod-informer")
         await agent.pods.stop()
-        for name in ("pod-status", "node", "lease", "ledger", "events"):
+        for name in ("pod-status", "node", "lease", "ledger", "events", "loop-lag"):
             await self._cancel(agent, name)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(agent.recorder.flush(), timeout=5.0)
@@ -284,3 +298,17 @@ class App:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await task
+
+
+def _sources(agent: Agent) -> AgentSources:
+    """The scrape-time figures of the agent's parts."""
+    informer = agent.informer
+    resource = resource_of(informer.path)
+    return AgentSources(
+        pod_phases=agent.pods.phase_counts,
+        plugin_reachable=lambda: agent.node.health.reachable,
+        ping_failures=lambda: agent.node.ping_failures,
+        lease_renew_failures=lambda: agent.lease.renew_failures,
+        watch_restarts=lambda: {(resource, reason): n for reason, n in informer.watch_restarts.items()},
+        apiserver_requests=lambda: agent.kube.requests,
+    )

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -105,6 +106,9 @@ class Informer:
         self.lists = 0
         self.watches = 0
         self.relists_after_gone = 0
+        # Why each watch ended before the next one started: "closed" (the server's timeout, the
+        # normal end), "expired" (410, relist), "error" (connection or apiserver failure).
+        self.watch_restarts: Counter[str] = Counter()
 
     def _selectors(self) -> list[tuple[str, str]]:
         q: list[tuple[str, str]] = []
@@ -208,12 +212,15 @@ class Informer:
                     need_list = False
                 await self.watch_once()
                 failures = 0
+                self.watch_restarts["closed"] += 1
             except Gone:
                 log.info("%s: resourceVersion %s expired; relisting", self.name, self.resource_version)
                 self.relists_after_gone += 1
+                self.watch_restarts["expired"] += 1
                 need_list = True
             except KubeError as err:
                 delay = self.settings.backoff.delay(failures)
                 failures += 1
+                self.watch_restarts["error"] += 1
                 log.warning("%s: %s; retrying in %.1fs", self.name, err, delay)
                 await asyncio.sleep(delay)

@@ -41,6 +41,7 @@ class LeaseController:
         self.renew_period = renew_period
         self.lease: Obj | None = None
         self.renewals = 0
+        self.renew_failures = 0  # renewals given up until the next period (metrics)
 
     def _new_lease(self) -> Obj:
         uid = self.owner_uid()
@@ -93,5 +94,6 @@ class LeaseController:
             try:
                 await self.renew()
             except KubeError as err:
+                self.renew_failures += 1
                 log.warning("renewing lease %s failed: %s", self.node_name, err)
             await asyncio.sleep(self.renew_period)

@@ -35,10 +35,14 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.trace import Span, Status, StatusCode
 
 from plugin_client.errors import (
     PermanentPluginError,
@@ -47,6 +51,7 @@ from plugin_client.errors import (
     TransientPluginError,
     WireFormatError,
 )
+from plugin_client.logformat import pod_fields
 from plugin_client.models import PodStatus as RemotePodStatus
 from vnode.kube.errors import Conflict, KubeError, NotFound
 from vnode.kube.events import NORMAL, WARNING, EventRecorder
@@ -116,6 +121,21 @@ class PodRecord:
         job = f" job {self.job_id}" if self.job_id else ""
         return f"{meta.get('namespace')}/{meta.get('name')} ({self.uid}){job}"
 
+    @property
+    def log_fields(self) -> dict[str, str]:
+        """`extra=` of a log line about this pod (namespace, name, uid, job id)."""
+        meta = self.last_pod.get("metadata", {})
+        return pod_fields(meta.get("namespace", ""), meta.get("name", ""), self.uid, self.job_id)
+
+    @property
+    def span_attributes(self) -> dict[str, str]:
+        meta = self.last_pod.get("metadata", {})
+        attributes = {"k8s.pod.namespace": meta.get("namespace", ""), "k8s.pod.name": meta.get("name", ""),
+                      "k8s.pod.uid": self.uid}
+        if self.job_id:
+            attributes["vnode.job.id"] = self.job_id
+        return attributes
+
 
 class Retry(Exception):
     """Raised inside a sync to re-run it after `delay` seconds (not an error)."""
@@ -129,7 +149,10 @@ class PodController:
     def __init__(self, pods: PodApi, objects: ObjectApi, provider: Provider,
                  recorder: EventRecorder, ledger: JobLedger, settings: Settings, *,
                  node_allocatable: Callable[[], Mapping[str, str]] = dict,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 tracer: trace.Tracer | None = None) -> None:
+        """`tracer`: where the create/delete/status-cycle spans go (the global provider's, a
+        no-op unless tracing was set up, when None)."""
         self.pods = pods
         self.objects = objects
         self.provider = provider
@@ -138,6 +161,7 @@ class PodController:
         self.settings = settings
         self.node_allocatable = node_allocatable
         self.clock = clock
+        self.tracer = tracer or trace.get_tracer(__name__)
         self.records: dict[str, PodRecord] = {}
         self.queue: WorkQueue[str] = WorkQueue(self._sync_supervised, workers=settings.pods.workers,
                                                name="pods")
@@ -215,7 +239,8 @@ class PodController:
             rec = self.records.get(uid)
             if rec is None:
                 log.info("pod %s/%s (%s) was deleted while vnode was down; deleting it remotely",
-                         entry.namespace, entry.name, uid)
+                         entry.namespace, entry.name, uid,
+                         extra=pod_fields(entry.namespace, entry.name, uid, entry.job_id))
                 stub: Pod = entry.stub_pod()  # type: ignore[assignment]
                 self.records[uid] = PodRecord(uid=uid, pod=None, last_pod=stub, job_id=entry.job_id,
                                               submitted=bool(entry.job_id), in_doubt=not entry.job_id)
@@ -245,7 +270,8 @@ class PodController:
         except KubeError as err:
             delay = self.create_backoff.delay(rec.attempts)
             rec.attempts += 1
-            log.warning("pod %s: apiserver error (%s); retrying in %.1fs", rec.ref, err, delay)
+            log.warning("pod %s: apiserver error (%s); retrying in %.1fs", rec.ref, err, delay,
+                        extra=rec.log_fields)
             rec.not_before = self.clock() + delay
             self.queue.add_after(uid, delay)
 
@@ -292,7 +318,7 @@ class PodController:
         rec.submitted, rec.in_doubt, rec.job_id = True, False, job_id
         if rec.uid not in self.ledger.entries or self.ledger.entries[rec.uid].job_id != job_id:
             self.ledger.record_later(self._entry(rec))
-        log.info("pod %s: adopted remote job", rec.ref)
+        log.info("pod %s: adopted remote job", rec.ref, extra=rec.log_fields)
         self._schedule_fast_poll(rec)  # after a restart, statuses are refreshed at once
 
     def _entry(self, rec: PodRecord, *, intent: bool = False) -> LedgerEntry:
@@ -361,7 +387,29 @@ class PodController:
                 return st
         return None
 
+    @contextlib.contextmanager
+    def _span(self, name: str, rec: PodRecord) -> Iterator[Span]:
+        """An INTERNAL span about one pod; the plugin client's CLIENT spans nest below it. A
+        Retry is not an error of its own (the code that decided it sets the status)."""
+        with self.tracer.start_as_current_span(name, attributes=rec.span_attributes,
+                                               record_exception=False,
+                                               set_status_on_exception=False) as span:
+            try:
+                yield span
+            except Retry as retry:
+                span.set_attribute("vnode.retry_in_seconds", retry.delay)
+                raise
+            except Exception as err:
+                span.record_exception(err)
+                span.set_status(Status(StatusCode.ERROR, str(err)))
+                raise
+
     async def _submit(self, rec: PodRecord, pod: Pod) -> None:
+        """Create the pod on the plugin, in one span from the reference fetch to the answer."""
+        with self._span("create pod", rec):
+            await self._submit_now(rec, pod)
+
+    async def _submit_now(self, rec: PodRecord, pod: Pod) -> None:
         endpoint = self.settings.plugin.endpoint
         if rec.in_doubt:
             try:
@@ -380,7 +428,8 @@ class PodController:
                 # resubmitting now could make a second job. Ask again until it cannot be in
                 # flight any more (the plugin call timeout has passed since the intent).
                 log.info("pod %s: plugin does not know it yet; a create from before the restart "
-                         "may still be in flight, asking again (%.0fs left)", rec.ref, settle)
+                         "may still be in flight, asking again (%.0fs left)", rec.ref, settle,
+                         extra=rec.log_fields)
                 raise Retry(min(IN_FLIGHT_RECHECK_SECONDS, settle))
             rec.in_doubt = False
             rec.doubt_since = 0.0
@@ -443,8 +492,10 @@ class PodController:
         rec.job_id = job_id
         self.ledger.record_later(self._entry(rec))
         rec.annotation_pending = bool(job_id)
+        if job_id:
+            trace.get_current_span().set_attribute("vnode.job.id", job_id)
         what = "adopted" if adopted else "submitted"
-        log.info("pod %s: %s to plugin", rec.ref, what)
+        log.info("pod %s: %s to plugin", rec.ref, what, extra=rec.log_fields)
         if not adopted:
             self.recorder.emit(pod, NORMAL, "Submitted",
                                f"Submitted to plugin {self.settings.plugin.endpoint} as job "
@@ -456,8 +507,9 @@ class PodController:
     def _retry_create(self, rec: PodRecord, pod: Pod, message: str) -> Retry:
         delay = self.create_backoff.delay(rec.attempts)
         rec.attempts += 1
+        trace.get_current_span().set_status(Status(StatusCode.ERROR, message))
         log.warning("pod %s: submit failed (attempt %d): %s; retrying in %.1fs", rec.ref,
-                    rec.attempts, message, delay)
+                    rec.attempts, message, delay, extra=rec.log_fields)
         self.recorder.emit(pod, WARNING, "SubmitFailed",
                            f"Submit to plugin {self.settings.plugin.endpoint} failed, will retry: "
                            f"{message}")
@@ -465,7 +517,8 @@ class PodController:
 
     async def _fail(self, rec: PodRecord, pod: Pod, message: str) -> None:
         rec.failed = True
-        log.warning("pod %s: failed permanently: %s", rec.ref, message)
+        trace.get_current_span().set_status(Status(StatusCode.ERROR, message))
+        log.warning("pod %s: failed permanently: %s", rec.ref, message, extra=rec.log_fields)
         self.ledger.forget(rec.uid)
         self.recorder.emit(pod, WARNING, "SubmitFailed",
                            f"Submit to plugin {self.settings.plugin.endpoint} failed: {message}")
@@ -652,6 +705,12 @@ class PodController:
     async def _poll(self, recs: list[PodRecord], *, full: bool) -> None:
         if not recs:
             return
+        with self.tracer.start_as_current_span(
+                "status cycle", attributes={"vnode.pods": len(recs),
+                                            "vnode.status.lane": "full" if full else "fast"}):
+            await self._poll_batches(recs, full=full)
+
+    async def _poll_batches(self, recs: list[PodRecord], *, full: bool) -> None:
         batch_size = self.settings.pods.status_batch_size
         normal = sorted((r for r in recs if not r.status_quarantined), key=lambda r: r.uid)
         quarantined = [r for r in recs if r.status_quarantined]
@@ -756,23 +815,29 @@ class PodController:
         """POST /delete until the plugin confirms or says it does not know the pod."""
         if not self._may_exist_remotely(rec):
             return
+        with self._span("delete pod", rec) as span:
+            await self._delete_remote_now(rec, span)
+
+    async def _delete_remote_now(self, rec: PodRecord, span: Span) -> None:
         endpoint = self.settings.plugin.endpoint
         pod = rec.pod or rec.last_pod
         try:
             await self.provider.delete(pod)
         except PodNotFound:
-            log.info("pod %s: plugin does not know it (already gone)", rec.ref)
+            log.info("pod %s: plugin does not know it (already gone)", rec.ref, extra=rec.log_fields)
         except PluginError as err:
             delay = self.delete_backoff.delay(rec.attempts)
             rec.attempts += 1
-            log.warning("pod %s: remote delete failed (%s); retrying in %.1fs", rec.ref, err, delay)
+            span.set_status(Status(StatusCode.ERROR, str(err)))
+            log.warning("pod %s: remote delete failed (%s); retrying in %.1fs", rec.ref, err, delay,
+                        extra=rec.log_fields)
             if rec.pod is not None:
                 self.recorder.emit(pod, WARNING, "DeleteFailed",
                                    f"Deleting the job on plugin {endpoint} failed, will retry: {err}")
             raise Retry(delay) from None
         else:
             self.deletes += 1
-            log.info("pod %s: deleted remotely", rec.ref)
+            log.info("pod %s: deleted remotely", rec.ref, extra=rec.log_fields)
             if rec.pod is not None:
                 self.recorder.emit(pod, NORMAL, "DeletedRemotely",
                                    f"Deleted job {rec.job_id or '(unknown id)'} on plugin {endpoint}")
@@ -791,6 +856,11 @@ class PodController:
 
     def list_pods(self) -> list[Pod]:
         return [r.pod for r in self.records.values() if r.pod is not None]
+
+    def phase_counts(self) -> Counter[str]:
+        """Pods held (still in the apiserver) by status.phase; no phase yet counts as Pending."""
+        return Counter((r.pod.get("status") or {}).get("phase") or "Pending"
+                       for r in self.records.values() if r.pod is not None)
 
 
 def _waiting(remote: RemotePodStatus | None) -> bool:
