@@ -157,8 +157,10 @@ class InProcessAgent:
 @contextlib.asynccontextmanager
 async def running_agent(testbed: Testbed, *, backend: FakeBackend | None = None,
                         config: dict[str, Any] | None = None, node: str | None = None,
-                        wait_ready_node: bool = True) -> AsyncIterator[InProcessAgent]:
-    """The agent in this process (same event loop as the fake plugin), on a fresh node."""
+                        wait_ready_node: bool = True,
+                        tracer_provider: Any = None) -> AsyncIterator[InProcessAgent]:
+    """The agent in this process (same event loop as the fake plugin), on a fresh node.
+    `tracer_provider`: where its spans go (App's kwarg; the process-wide one when None)."""
     backend = backend or FakeBackend()
     node = node or unique("vn")
     sockets = short_socket_dir()
@@ -168,7 +170,7 @@ async def running_agent(testbed: Testbed, *, backend: FakeBackend | None = None,
                                       "KubeletCertDir": str(sockets / "certs"), **(config or {})},
                                      nodename=node,
                                      env={"KUBECONFIG": str(testbed.kubeconfig), "POD_IP": "127.0.0.1"})
-    app = App(settings)
+    app = App(settings, tracer_provider=tracer_provider)
     task = asyncio.ensure_future(app.run(install_signals=False))
     agent = InProcessAgent(testbed, node, backend, plugin, app, task, sockets)
     try:

@@ -2,22 +2,16 @@
 a collector run by the test (a grpcio server implementing opentelemetry-proto's TraceService Export).
 
 The caller plays the agent: its spans go to the same collector from this process, its plugin client
-injects the trace context; the plugin is configured only by the standard OTEL_* variables."""
+injects the trace context; the plugin is configured only by the standard OTEL_* variables. (The
+collector lives in tests/otlp_support.py; test_observability_agent_tracing.py runs the real agent.)"""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
-from typing import Any
 
-import grpc
 import pytest
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-from opentelemetry.proto.collector.trace.v1 import (
-    trace_service_pb2,
-    trace_service_pb2_grpc,
-)
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
@@ -27,52 +21,10 @@ from plugin_client.endpoint import Endpoint
 from plugin_client.models import RetrievedPodData
 from tests.integration.test_slurm_plugin import Plugin, make_pod, running
 from tests.integration.test_slurm_plugin import plugin as plain_plugin  # noqa: F401  (fixture)
+from tests.otlp_support import Collector
+from tests.otlp_support import collector as collector  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.integration
-
-
-@dataclass
-class Received:
-    service: str
-    name: str
-    trace_id: bytes
-    span_id: bytes
-    parent_id: bytes
-    kind: int
-    attributes: dict[str, Any] = field(default_factory=dict)
-
-
-def _value(any_value: Any) -> Any:
-    return getattr(any_value, any_value.WhichOneof("value")) if any_value.WhichOneof("value") else None
-
-
-class Collector(trace_service_pb2_grpc.TraceServiceServicer):
-    """The OTLP TraceService: keeps every span it is sent."""
-
-    def __init__(self) -> None:
-        self.spans: list[Received] = []
-
-    async def Export(self, request: Any, context: Any) -> Any:
-        for resource_spans in request.resource_spans:
-            resource = {a.key: _value(a.value) for a in resource_spans.resource.attributes}
-            for scope in resource_spans.scope_spans:
-                for span in scope.spans:
-                    self.spans.append(Received(str(resource.get("service.name", "")), span.name, span.trace_id, span.span_id,
-                                               span.parent_span_id, span.kind, {a.key: _value(a.value) for a in span.attributes}))
-        return trace_service_pb2.ExportTraceServiceResponse()
-
-
-@pytest.fixture
-async def collector() -> AsyncIterator[tuple[Collector, str]]:
-    servicer = Collector()
-    server = grpc.aio.server()
-    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(servicer, server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    try:
-        yield servicer, f"http://127.0.0.1:{port}"
-    finally:
-        await server.stop(grace=None)
 
 
 @pytest.fixture
