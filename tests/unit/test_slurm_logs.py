@@ -1,12 +1,18 @@
-"""Container logs: tail, bytes, since, timestamps, job.out, follow."""
+"""Container logs: tail, bytes, since, timestamps, job.out, follow; reading only what is needed."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from unittest.mock import patch
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from plugin_client.models import LogOpts
+from vnode.plugins.slurm import logs
 from vnode.plugins.slurm.logs import files_for, follow, snapshot
 
 NOW = datetime(2026, 1, 1, 12, 1, 0, tzinfo=UTC)
@@ -144,3 +150,202 @@ async def test_follow_stops_at_the_byte_limit(tmp_path: Path) -> None:
         return False
 
     assert b"".join(await collect(follow(files, LogOpts(follow=True, limit_bytes=3), not_over, 0.05))) == b"abc"
+
+
+# --- reading only what is needed: pure parts of the reader and the follower ---------------------
+
+
+def reader_over(data: bytes, reads: list[tuple[int, int]] | None = None) -> Callable[[int, int], bytes]:
+    def read_at(offset: int, length: int) -> bytes:
+        if reads is not None:
+            reads.append((offset, length))
+        return data[offset:offset + length]
+    return read_at
+
+
+@settings(max_examples=300)
+@given(data=st.binary(max_size=60).map(lambda b: b.replace(b"\x00", b"\n")), lines=st.integers(0, 12),
+       block=st.integers(1, 9))
+def test_tail_start_finds_where_the_last_lines_begin_whatever_the_block_size(data: bytes, lines: int, block: int) -> None:
+    with patch.object(logs, "TAIL_BLOCK", block):
+        offset, found = logs.tail_start(reader_over(data), len(data), lines)
+    expected = logs.split_lines(data)[-lines:] if lines > 0 else []
+    assert data[offset:] == b"".join(expected)
+    assert found == len(expected)
+
+
+def test_a_tail_of_a_big_log_reads_only_its_end() -> None:
+    data = b"".join(b"line %d\n" % i for i in range(200_000))  # ~2.3 MB
+    reads: list[tuple[int, int]] = []
+    offset, found = logs.tail_start(reader_over(data, reads), len(data), 10)
+    assert (data[offset:], found) == (b"".join(b"line %d\n" % i for i in range(199_990, 200_000)), 10)
+    assert sum(length for _, length in reads) <= logs.TAIL_BLOCK + 1
+
+
+def test_line_cutter_holds_an_unfinished_line_and_numbers_lines_by_their_stamp_record() -> None:
+    cutter = logs.LineCutter()
+    assert cutter.feed(b"one\ntw") == (0, [b"one\n"])
+    assert cutter.feed(b"o") == (1, [])
+    assert cutter.feed(b"\nthree\nfo") == (1, [b"two\n", b"three\n"])
+    assert cutter.feed(b"ur", final=True) == (3, [b"four"])
+    assert cutter.feed(b"\n") == (3, [b"\n"])  # the rest of line 3 still carries line 3's stamp
+    assert cutter.next_index == 4
+
+
+@given(st.lists(st.binary(max_size=12).map(lambda b: b.replace(b"\x00", b"\n")), max_size=12))
+def test_line_cutter_gives_the_same_lines_however_the_output_was_split(pieces: list[bytes]) -> None:
+    cutter = logs.LineCutter()
+    got: list[tuple[int, bytes]] = []
+    for piece in pieces:
+        first, lines = cutter.feed(piece)
+        got += [(first + i, line) for i, line in enumerate(lines)]
+    first, lines = cutter.feed(b"", final=True)
+    got += [(first + i, line) for i, line in enumerate(lines)]
+    whole = logs.split_lines(b"".join(pieces))
+    assert got == list(enumerate(whole))
+
+
+def test_line_cutter_sends_an_endless_line_in_pieces_instead_of_holding_it() -> None:
+    cutter = logs.LineCutter()
+    with patch.object(logs, "LONG_LINE", 8):
+        assert cutter.feed(b"0123456789") == (0, [b"0123456789"])
+        assert cutter.feed(b"ab\n") == (0, [b"ab\n"])
+    assert cutter.next_index == 1
+
+
+def test_poll_delay_is_short_after_output_and_backs_off_to_the_ceiling_while_idle() -> None:
+    delays = [logs.next_poll_delay(0.0, True, 0.5)]
+    for _ in range(12):
+        delays.append(logs.next_poll_delay(delays[-1], False, 0.5))
+    assert delays[0] == logs.FOLLOW_FIRST_POLL
+    assert delays == sorted(delays)
+    assert max(delays) == delays[-1] == 0.5
+    assert logs.next_poll_delay(0.5, True, 0.5) == logs.FOLLOW_FIRST_POLL  # output again: fast again
+
+
+def test_poll_delay_never_exceeds_a_ceiling_below_the_first_poll() -> None:
+    assert logs.next_poll_delay(0.0, True, 0.02) == 0.02
+    assert logs.next_poll_delay(0.02, False, 0.02) == 0.02
+
+
+def test_stamp_records_are_fixed_width_and_a_torn_record_has_no_stamp() -> None:
+    raw = (STAMPS[0] + "\n" + STAMPS[1] + "\n").encode() + STAMPS[2].encode()[:10]
+    assert logs.parse_stamp_records(raw, 4) == [STAMPS[0], STAMPS[1], None, None]
+
+
+def test_follow_reader_reads_only_the_bytes_appended_since_its_last_read(tmp_path: Path) -> None:
+    setup(tmp_path, out=b"old\n", stamps=STAMPS[:1])
+    files = files_for(tmp_path, "run", "c")
+    reader = logs.LogReader(files, LogOpts(follow=True, tail=1))
+    reader.start(NOW, following=True)
+    assert reader.read(final=False) == (b"old\n", False)
+    assert reader.read(final=False) == (b"", False)
+    append(files.out, b"new\n")
+    assert reader.read(final=False) == (b"new\n", False)
+    assert reader.offset == len(b"old\nnew\n")
+
+
+def test_follow_reader_stamps_a_line_written_in_pieces_with_its_own_record(tmp_path: Path) -> None:
+    setup(tmp_path, out=b"one\ntw", stamps=STAMPS[:2])
+    files = files_for(tmp_path, "run", "c")
+    reader = logs.LogReader(files, LogOpts(follow=True, timestamps=True, tail=1))
+    assert reader.start(NOW, following=True) == b""
+    assert reader.read(final=False) == (STAMPS[0].encode() + b" one\n", False)  # "tw" waits for its end
+    append(files.out, b"o\nth")
+    append(files.ts, STAMPS[2].encode() + b"\n")
+    assert reader.read(final=False) == (STAMPS[1].encode() + b" two\n", False)
+    assert reader.read(final=True) == (STAMPS[2].encode() + b" th", False)
+
+
+def test_follow_reader_reads_a_burst_in_bounded_pieces(tmp_path: Path) -> None:
+    setup(tmp_path, out=b"", stamps=[])
+    files = files_for(tmp_path, "run", "c")
+    reader = logs.LogReader(files, LogOpts(follow=True))
+    reader.start(NOW, following=True)
+    append(files.out, b"x" * 25)
+    with patch.object(logs, "READ_CHUNK", 10):
+        pieces = [reader.read(final=False) for _ in range(4)]
+    assert pieces == [(b"x" * 10, True), (b"x" * 10, True), (b"x" * 5, False), (b"", False)]
+
+
+@settings(max_examples=150, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(lines=st.lists(st.sampled_from([b"a\n", b"bb\n", b"\n", b"c\rd\n", b"e" * 9 + b"\n"]), max_size=15),
+       unfinished=st.sampled_from([b"", b"zz"]), tail=st.integers(0, 6), timestamps=st.booleans(),
+       limit=st.sampled_from([0, 1, 17, 1000]), chunk=st.integers(1, 12))
+def test_streamed_snapshot_matches_the_whole_file_pipeline(tmp_path: Path, lines: list[bytes], unfinished: bytes,
+                                                           tail: int, timestamps: bool, limit: int, chunk: int) -> None:
+    out = b"".join(lines) + unfinished
+    stamps = [f"2026-01-01T12:00:{i:02d}.000000000Z" for i in range(len(logs.split_lines(out)))]
+    setup(tmp_path, out=out, stamps=stamps, job_out=b"banner 1\nbanner 2")
+    opts = LogOpts(tail=tail, timestamps=timestamps, limit_bytes=limit)
+    everything = logs.split_lines(b"banner 1\nbanner 2\n" + out) if not timestamps else logs.split_lines(out)
+    every_stamp: list[str | None] = ([None, None] if not timestamps else []) + list(stamps)
+    expected = logs.render(everything, every_stamp, opts, NOW, "unused")
+    with patch.object(logs, "READ_CHUNK", chunk), patch.object(logs, "TAIL_BLOCK", chunk):
+        pieces = list(logs.snapshot_chunks(files_for(tmp_path, "run", "c"), opts, NOW))
+    assert b"".join(pieces) == expected
+    if not timestamps:  # streamed in READ_CHUNK pieces (after the banner), not the whole file at once
+        assert all(len(p) <= chunk for p in pieces[1:])
+
+
+async def test_job_watch_asks_in_the_background_and_not_more_often_than_its_interval() -> None:
+    now = [0.0]
+    asked = 0
+    answer: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+
+    async def job_over() -> bool:
+        nonlocal asked
+        asked += 1
+        return await answer
+
+    watch = logs.JobWatch(job_over, interval=2.0, clock=lambda: now[0])
+    assert watch.poll() is False  # asks, does not wait for the answer
+    await asyncio.sleep(0)
+    now[0] = 5.0
+    assert watch.poll() is False  # the first question is still open: no second one
+    assert asked == 1
+    answer.set_result(False)
+    await asyncio.sleep(0)
+    now[0] = 5.5
+    assert watch.poll() is False  # answered "running"; the next question waits for the interval
+    now[0] = 7.5
+    watch.poll()
+    await asyncio.sleep(0)
+    assert asked == 2
+    await watch.close()
+
+
+async def test_job_watch_reports_over_once_answered_and_survives_a_failing_question() -> None:
+    answers = iter([RuntimeError("squeue timed out"), True])
+
+    async def job_over() -> bool:
+        a = next(answers)
+        if isinstance(a, Exception):
+            raise a
+        return a
+
+    now = [0.0]
+    watch = logs.JobWatch(job_over, interval=1.0, clock=lambda: now[0])
+    watch.poll()
+    await asyncio.sleep(0)
+    now[0] = 1.0
+    assert watch.poll() is False  # the failure is logged, and a new question goes out
+    await asyncio.sleep(0)
+    assert watch.poll() is True
+    await watch.close()
+
+
+async def test_follow_does_not_wait_for_a_slow_job_state_to_send_new_lines(tmp_path: Path) -> None:
+    setup(tmp_path, out=b"", stamps=[])
+    files = files_for(tmp_path, "run", "c")
+    never: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+
+    async def stuck() -> bool:
+        return await never  # a squeue that never answers
+
+    stream = follow(files, LogOpts(follow=True), stuck, 0.05)
+    assert await anext(stream) == b""
+    append(files.out, b"hello\n")
+    assert await asyncio.wait_for(anext(stream), 20) == b"hello\n"
+    files.status.write_text("0\n")
+    assert [c async for c in stream] == []

@@ -9,15 +9,24 @@ since-filter, and `--timestamps` prints the file's modification time).
 Semantics follow the kubelet: since-filter first, then tail, then the timestamp prefix, then the
 byte limit (the first N bytes of what would be sent). Like the Go plugin, a plain request (no
 follow, since or timestamps) gets `job.out` (the batch job's own output) in front. Previous returns
-nothing: containers are never restarted. Follow sends new output within LogPollSeconds and ends once
-the container has exited (its `.status` exists) or the job is over, after the last bytes.
+nothing: containers are never restarted.
+
+Reading costs: a plain request streams the files in READ_CHUNK pieces (never the whole file in
+memory), a tail reads the file backwards only as far as the asked lines, and since/timestamps read
+`.out` and `.ts` once. Follow reads only the bytes appended since its last poll, and polls
+adaptively: FOLLOW_FIRST_POLL right after new output, slower while the log is idle, never slower
+than LogPollSeconds. It ends once the container has exited (its `.status` exists) or the job is
+over, after the last bytes. The job's state is asked in the background, so a slow `squeue` never
+holds back a line.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -26,8 +35,15 @@ from plugin_client.models import LogOpts
 
 from .status import parse_time
 
+log = logging.getLogger(__name__)
+
 TS_WIDTH = 31  # "2026-11-25T20:41:10.184585061Z\n"
-READ_CHUNK = 1 << 20  # follow mode reads at most this much per poll, so one huge burst cannot stall others
+READ_CHUNK = 1 << 20  # bytes per read: bounds memory per request, and one huge burst cannot stall other followers
+LONG_LINE = 1 << 20  # with timestamps, an unfinished line this long is sent in pieces instead of held in memory
+TAIL_BLOCK = 64 * 1024  # a tail reads backwards in blocks this big: a few hundred typical lines each
+FOLLOW_FIRST_POLL = 0.05  # after new output: a container that just wrote usually writes again within tens of ms
+FOLLOW_BACKOFF = 1.5  # each idle poll waits this much longer: ~7 polls from 50 ms up to a 0.5 s LogPollSeconds
+JOB_CHECK_SECONDS = 2.0  # how often a follow asks whether the job ended: the status poller caches 2 s anyway
 
 
 @dataclass(frozen=True)
@@ -46,6 +62,22 @@ def files_for(pod_dir: Path, kind: str, container: str) -> LogFiles:
 def _read(path: Path) -> bytes:
     try:
         return path.read_bytes()
+    except OSError:
+        return b""
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def _read_at(path: Path, offset: int, size: int) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            return f.read(size)
     except OSError:
         return b""
 
@@ -107,91 +139,156 @@ def read_stamps(ts: Path, count: int) -> list[str | None]:
     return stamps
 
 
-def snapshot(files: LogFiles, opts: LogOpts, now: datetime) -> bytes:
-    """Blocking: the whole answer of a non-follow request."""
-    lines = split_lines(_read(files.out))
-    stamps = read_stamps(files.ts, len(lines))
-    plain = not (opts.follow or opts.timestamps or opts.since_seconds or opts.since_time)
-    if plain:
-        job_lines = split_lines(_read(files.job_out))
-        if job_lines and not job_lines[-1].endswith(b"\n"):
-            job_lines[-1] += b"\n"
-        lines = job_lines + lines
-        no_stamps: list[str | None] = [None] * len(job_lines)
-        stamps = no_stamps + stamps
-    return render(lines, stamps, opts, now, _mtime_stamp(files.out))
+def parse_stamp_records(raw: bytes, count: int) -> list[str | None]:
+    """Pure: `count` fixed-width `.ts` records from `raw`; a missing or malformed one is None."""
+    stamps: list[str | None] = []
+    for i in range(count):
+        record = raw[i * TS_WIDTH:(i + 1) * TS_WIDTH]
+        ok = len(record) == TS_WIDTH and record.endswith(b"\n")
+        stamps.append(record[:-1].decode("ascii", "replace") if ok else None)
+    return stamps
 
 
-class Follower:
-    """Incremental reader of one container's output for follow mode (blocking calls, run in a thread)."""
+def read_stamps_at(ts: Path, first: int, count: int) -> list[str | None]:
+    """Blocking: the stamps of lines first .. first+count-1, in one read of the fixed-width `.ts`."""
+    if count <= 0:
+        return []
+    return parse_stamp_records(_read_at(ts, first * TS_WIDTH, count * TS_WIDTH), count)
+
+
+def tail_start(read_at: Callable[[int, int], bytes], size: int, lines: int) -> tuple[int, int]:
+    """Pure given `read_at(offset, length)`: the offset where the last `lines` lines of a `size`-byte
+    file begin, reading backwards only as far as needed, and how many lines start there (fewer if the
+    file has fewer). A last line without a newline is a line."""
+    if size == 0 or lines <= 0:
+        return size, 0
+    found = 0
+    pos = size - 1  # a newline as the very last byte ends the last line and starts none
+    while pos > 0:
+        start = max(0, pos - TAIL_BLOCK)
+        block = read_at(start, pos - start)
+        i = len(block)
+        while (i := block.rfind(b"\n", 0, i)) >= 0:
+            found += 1
+            if found == lines:
+                return start + i + 1, lines
+        pos = start
+    return 0, found + 1
+
+
+def count_newlines(path: Path, end: int) -> int:
+    """Blocking: newlines in the first `end` bytes (the index of the line starting at `end`), read in chunks."""
+    count, offset = 0, 0
+    try:
+        with open(path, "rb") as f:
+            while offset < end:
+                chunk = f.read(min(READ_CHUNK, end - offset))
+                if not chunk:
+                    break
+                count += chunk.count(b"\n")
+                offset += len(chunk)
+    except OSError:
+        pass
+    return count
+
+
+@dataclass
+class LineCutter:
+    """Pure: cuts appended output into lines, numbered from `next_index` (line i has the i-th `.ts`
+    record). An unfinished line waits for its end, unless it grew to LONG_LINE or `final` says no
+    more output comes; a piece sent early keeps its line's index for the rest."""
+
+    next_index: int = 0
+    partial: bytes = b""
+
+    def feed(self, data: bytes, final: bool = False) -> tuple[int, list[bytes]]:
+        """(index of the first returned line, the lines now complete)."""
+        lines = split_lines(self.partial + data)
+        self.partial = b""
+        if lines and not lines[-1].endswith(b"\n") and not final and len(lines[-1]) < LONG_LINE:
+            self.partial = lines.pop()
+        first = self.next_index
+        self.next_index += sum(1 for line in lines if line.endswith(b"\n"))
+        return first, lines
+
+
+def next_poll_delay(previous: float, got_output: bool, ceiling: float) -> float:
+    """Pure: the wait before the next follow poll; fast right after output, backing off while idle,
+    never above `ceiling` (LogPollSeconds)."""
+    if got_output:
+        return min(FOLLOW_FIRST_POLL, ceiling)
+    return min(ceiling, max(previous, FOLLOW_FIRST_POLL) * FOLLOW_BACKOFF)
+
+
+def _job_banner(files: LogFiles, lines: int) -> bytes:
+    """The last `lines` lines of job.out (all with 0), ending in a newline; small: the batch job's own output."""
+    job_lines = split_lines(_read(files.job_out))
+    if job_lines and not job_lines[-1].endswith(b"\n"):
+        job_lines[-1] += b"\n"
+    return b"".join(job_lines[-lines:] if lines > 0 else job_lines)
+
+
+class LogReader:
+    """One container's output from an offset on, stamped and limited as asked. Blocking: each call
+    runs in a thread."""
 
     def __init__(self, files: LogFiles, opts: LogOpts) -> None:
         self.files = files
         self.opts = opts
         self.offset = 0
-        self.line_no = 0  # index of the line that starts at `offset` (or is in progress)
-        self.at_line_start = True
-        self.partial = b""  # with timestamps, an unfinished line waits for its end
+        self.cutter = LineCutter()
         self.sent = 0
+        self.size_at_start = 0
+        self.tail_found = 0  # lines a tail found in `.out` (a plain request takes the rest from job.out)
 
-    def start(self, now: datetime) -> bytes:
-        """Everything already there, filtered like a snapshot; positions the reader at the end."""
-        data = _read(self.files.out)
-        lines = split_lines(data)
-        complete = lines if not lines or lines[-1].endswith(b"\n") else lines[:-1]
-        if self.opts.timestamps and len(complete) < len(lines):
-            self.partial = lines[-1]
-        initial = complete if self.opts.timestamps else lines
-        stamps = read_stamps(self.files.ts, len(initial))
-        opts = LogOpts(tail=self.opts.tail, timestamps=self.opts.timestamps, since_seconds=self.opts.since_seconds,
-                       since_time=self.opts.since_time)
-        out = render(initial, stamps, opts, now, _mtime_stamp(self.files.out))
-        self.offset = len(data)
-        self.line_no = data.count(b"\n")
-        self.at_line_start = data.endswith(b"\n") or not data
-        return self._limit(out)
+    def start(self, now: datetime, following: bool) -> bytes:
+        """Positions the reader after what the since/tail options skip. Returns the part already
+        rendered: with a since-filter, the lines kept up to now (which needs every stamp). A follow
+        with timestamps holds back an unfinished last line until its end arrives."""
+        opts = self.opts
+        hold_partial = following and opts.timestamps
+        if opts.since_seconds or opts.since_time is not None:
+            data = _read(self.files.out)
+            lines = split_lines(data)
+            if hold_partial and lines and not lines[-1].endswith(b"\n"):
+                self.cutter.partial = lines.pop()
+            stamps = read_stamps(self.files.ts, len(lines))
+            history = LogOpts(tail=opts.tail, timestamps=opts.timestamps, since_seconds=opts.since_seconds,
+                              since_time=opts.since_time)
+            out = render(lines, stamps, history, now, _mtime_stamp(self.files.out))
+            self.offset = self.size_at_start = len(data)
+            self.cutter.next_index = data.count(b"\n")
+            return self.limit(out)
+        self.size_at_start = size = _size(self.files.out)
+        if opts.tail > 0:
+            wanted = opts.tail
+            if hold_partial and size and _read_at(self.files.out, size - 1, 1) != b"\n":
+                wanted += 1  # the held-back unfinished line is not one of the tail's lines
+            self.offset, self.tail_found = tail_start(lambda at, n: _read_at(self.files.out, at, n), size, wanted)
+            if opts.timestamps:
+                self.cutter.next_index = count_newlines(self.files.out, self.offset)
+        return b""
 
-    def _stamp(self, index: int) -> str:
-        try:
-            with open(self.files.ts, "rb") as f:
-                f.seek(index * TS_WIDTH)
-                raw = f.read(TS_WIDTH)
-        except OSError:
-            raw = b""
-        if len(raw) == TS_WIDTH and raw.endswith(b"\n"):
-            return raw[:-1].decode("ascii", "replace")
-        return _mtime_stamp(self.files.out)
-
-    def poll(self, final: bool) -> bytes:
-        """New output since the last call. With `final`, an unfinished last line is sent too."""
-        try:
-            with open(self.files.out, "rb") as f:
-                f.seek(self.offset)
-                data = f.read(READ_CHUNK)
-        except OSError:
-            data = b""
+    def read(self, final: bool, end: int | None = None) -> tuple[bytes, bool]:
+        """What was appended since the last call (up to READ_CHUNK bytes, and not past `end`), and
+        whether more is there already. With `final`, an unfinished last line is sent too."""
+        want = READ_CHUNK if end is None else max(0, min(READ_CHUNK, end - self.offset))
+        data = b""
+        if want and _size(self.files.out) > self.offset:  # a stat, not an open, while the log is idle
+            data = _read_at(self.files.out, self.offset, want)
         self.offset += len(data)
+        more = len(data) == READ_CHUNK and (end is None or self.offset < end)
         if not self.opts.timestamps:
-            return self._limit(data)
-        out = []
-        buf = self.partial + data
-        self.partial = b""
-        for line in split_lines(buf):
-            if not line.endswith(b"\n") and not final:
-                self.partial = line
-                break
-            out.append(self._stamp(self.line_no).encode() + b" " + line)
-            if line.endswith(b"\n"):
-                self.line_no += 1
-        return self._limit(b"".join(out))
+            return self.limit(data), more
+        first, lines = self.cutter.feed(data, final and not more)
+        if not lines:
+            return b"", more
+        stamps = read_stamps_at(self.files.ts, first, len(lines))
+        fallback = _mtime_stamp(self.files.out) if None in stamps else ""  # Go plugin jobs have no .ts
+        out = b"".join((stamp or fallback).encode() + b" " + line for line, stamp in zip(lines, stamps, strict=True))
+        return self.limit(out), more
 
-    def more_pending(self) -> bool:
-        try:
-            return os.path.getsize(self.files.out) > self.offset
-        except OSError:
-            return False
-
-    def _limit(self, data: bytes) -> bytes:
+    def limit(self, data: bytes) -> bytes:
         if self.opts.limit_bytes > 0:
             data = data[: max(0, self.opts.limit_bytes - self.sent)]
         self.sent += len(data)
@@ -202,21 +299,102 @@ class Follower:
         return self.opts.limit_bytes > 0 and self.sent >= self.opts.limit_bytes
 
 
+def snapshot_chunks(files: LogFiles, opts: LogOpts, now: datetime) -> Iterator[bytes]:
+    """Blocking (iterate it in a thread): the answer of a non-follow request, in pieces of at most
+    about READ_CHUNK bytes (a since-filter answers in one piece)."""
+    reader = LogReader(files, opts)
+    history = reader.start(now, following=False)
+    if opts.since_seconds or opts.since_time is not None:
+        yield history
+        return
+    if not opts.timestamps:  # plain: the batch job's own output first, as the Go plugin does
+        missing = opts.tail - reader.tail_found if opts.tail > 0 else 0
+        if opts.tail <= 0 or missing > 0:
+            banner = reader.limit(_job_banner(files, missing))
+            if banner:
+                yield banner
+    end = reader.size_at_start  # what is there now: a busy container cannot keep the answer going forever
+    while not reader.exhausted:
+        chunk, more = reader.read(final=True, end=end)
+        if chunk:
+            yield chunk
+        if not more:
+            return
+
+
+def snapshot(files: LogFiles, opts: LogOpts, now: datetime) -> bytes:
+    """Blocking: the whole answer of a non-follow request."""
+    return b"".join(snapshot_chunks(files, opts, now))
+
+
+async def stream_snapshot(files: LogFiles, opts: LogOpts, now: datetime) -> AsyncIterator[bytes]:
+    """The answer of a non-follow request as it is read, one thread hop per piece."""
+    chunks = snapshot_chunks(files, opts, now)
+    while (chunk := await asyncio.to_thread(next, chunks, None)) is not None:
+        yield chunk
+
+
+class JobWatch:
+    """Asks `job_over` in the background, at most every JOB_CHECK_SECONDS, so that a slow answer
+    (a squeue under load) never holds back the lines in between."""
+
+    def __init__(self, job_over: Callable[[], Awaitable[bool]], interval: float = JOB_CHECK_SECONDS,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._ask = job_over
+        self._interval = interval
+        self._clock = clock
+        self._next = clock()
+        self._task: asyncio.Future[bool] | None = None
+        self.over = False
+
+    def poll(self) -> bool:
+        """Whether the job is known to be over; starts a new question when the last one is old."""
+        task = self._task
+        if task is not None and task.done():
+            self._task = None
+            if not task.cancelled():
+                error = task.exception()
+                if error is not None:
+                    log.warning("follow: could not tell whether the job is over: %s", error)
+                elif task.result():
+                    self.over = True
+        if not self.over and self._task is None and self._clock() >= self._next:
+            self._next = self._clock() + self._interval
+            self._task = asyncio.ensure_future(self._ask())
+        return self.over
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+            self._task = None
+
+
+def _follow_step(reader: LogReader, job_over: bool) -> tuple[bytes, bool, bool]:
+    """Blocking, one thread hop per poll: (new output, whether it was the last, whether more is
+    waiting). The exit is checked before the read, so that read sees everything written before it."""
+    ended = job_over or reader.files.status.exists()
+    data, more = reader.read(final=ended)
+    return data, ended and not more, more
+
+
 async def follow(files: LogFiles, opts: LogOpts, container_done: Callable[[], Awaitable[bool]], poll_seconds: float,
                  now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> AsyncIterator[bytes]:
     """Yield the log as it grows; ends after the container's last bytes."""
-    follower = Follower(files, opts)
-    first = await asyncio.to_thread(follower.start, now())
-    yield first
-    while not follower.exhausted:
-        done = await asyncio.to_thread(files.status.exists) or await container_done()
-        chunk = await asyncio.to_thread(follower.poll, done)
-        if chunk:
-            yield chunk
-        if done and not await asyncio.to_thread(follower.more_pending):
-            tail = await asyncio.to_thread(follower.poll, True)
-            if tail:
-                yield tail
-            return
-        if not chunk:
-            await asyncio.sleep(poll_seconds)
+    reader = LogReader(files, opts)
+    yield await asyncio.to_thread(reader.start, now(), True)
+    watch = JobWatch(container_done)
+    delay = FOLLOW_FIRST_POLL
+    try:
+        while not reader.exhausted:
+            data, last, more = await asyncio.to_thread(_follow_step, reader, watch.poll())
+            if data:
+                yield data
+            if last:
+                return
+            if not more:
+                delay = next_poll_delay(delay, bool(data), poll_seconds)
+                await asyncio.sleep(delay)
+    finally:
+        await watch.close()

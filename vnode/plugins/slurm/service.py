@@ -49,7 +49,7 @@ from . import store as disk
 from .config import SlurmConfig
 from .directives import DirectiveError, build_directives
 from .exec import run_exec
-from .logs import files_for, follow, snapshot
+from .logs import files_for, follow, stream_snapshot
 from .parsers import JobInfo, ParseError, usable
 from .podspec import Pod, PodSpecError, parse_pod
 from .poller import JobPoller, info_from_json, info_to_json, is_final
@@ -401,7 +401,8 @@ class SlurmPlugin:
             return  # containers are never restarted: there is no previous instance
         files = files_for(record.pod_dir, kind, request.container_name)
         if not request.opts.follow:
-            yield await asyncio.to_thread(snapshot, files, request.opts, datetime.now(UTC))
+            async for chunk in stream_snapshot(files, request.opts, datetime.now(UTC)):
+                yield chunk
             return
 
         async def job_over() -> bool:
