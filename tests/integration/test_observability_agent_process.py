@@ -1,0 +1,81 @@
+"""`vnode run` as a real process with the observability switches an operator uses: JSON log lines
+(VNODE_LOG_FORMAT=json) and OpenTelemetry from the standard OTEL_* variables, against the real
+testbed apiserver, the in-test fake plugin and an in-test OTLP/gRPC collector. Every log line is one
+JSON object; lines about the pod carry its namespace/name/uid/job id and the trace of the span they
+were written in; the spans reach the collector under the default service name, flushed at exit."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.agent_support import (
+    agent_process,
+    cleanup_node,
+    kapply,
+    pod_manifest,
+    short_socket_dir,
+    wait_default_service_account,
+    wait_gone,
+    wait_phase,
+    wait_ready,
+    write_config,
+)
+from tests.conftest import Testbed, unique
+from tests.fakeplugin import FakeBackend, FakePlugin
+from tests.otlp_support import CLIENT, INTERNAL, Collector
+from tests.otlp_support import collector as collector  # noqa: F401  (fixture)
+
+pytestmark = pytest.mark.integration
+
+
+async def test_vnode_run_writes_json_lines_about_pods_and_exports_spans_from_otel_env(
+        testbed: Testbed, namespace: str, tmp_path: Path, collector: tuple[Collector, str]) -> None:  # noqa: F811
+    received, endpoint = collector
+    await wait_default_service_account(testbed, namespace)
+    backend = FakeBackend()
+    sockets = short_socket_dir()
+    node = unique("vn-obs")
+    async with FakePlugin(backend, f"unix://{sockets}/plugin.sock") as plugin:
+        agent = agent_process(testbed, node, write_config(tmp_path / "vnode.yaml", plugin.url), tmp_path / "agent.log")
+        agent.env.update({"VNODE_LOG_FORMAT": "json", "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
+                          "OTEL_EXPORTER_OTLP_INSECURE": "true", "OTEL_BSP_SCHEDULE_DELAY": "200"})
+        agent.env.pop("OTEL_SERVICE_NAME", None)
+        try:
+            await agent.start()
+            await wait_ready(testbed, node)
+            await kapply(testbed, pod_manifest("logged", namespace, node))
+            pod = await wait_phase(testbed, namespace, "logged", "Running")
+            uid, job_id = pod["metadata"]["uid"], pod["metadata"]["annotations"]["JobID"]
+            await testbed.akubectl("-n", namespace, "delete", "pod", "logged", "--wait=false")
+            await wait_gone(testbed, "pod", "logged", "-n", namespace)
+            assert await agent.terminate() == 0, agent.log_tail()
+        finally:
+            await agent.terminate()
+            await cleanup_node(testbed, node)
+            shutil.rmtree(sockets, ignore_errors=True)
+
+    lines: list[dict[str, Any]] = []
+    for text in (tmp_path / "agent.log").read_text().splitlines():
+        try:
+            lines.append(json.loads(text))
+        except ValueError:
+            pytest.fail(f"not a JSON log line: {text!r}")
+    assert all({"time", "level", "logger", "message"} <= line.keys() for line in lines)
+    about = {line["message"].rsplit(": ", 1)[-1]: line for line in lines if line.get("pod_uid") == uid}
+    assert {"submitted to plugin", "deleted remotely"} <= about.keys(), [line["message"] for line in lines]
+    for line in about.values():
+        assert (line["pod_namespace"], line["pod_name"], line["job_id"]) == (namespace, "logged", job_id)
+
+    # The spans were flushed before the process exited: no waiting needed.
+    create = next(s for s in received.spans if s.name == "create pod" and s.attributes.get("k8s.pod.uid") == uid)
+    assert create.service == "vnode" and create.kind == INTERNAL
+    assert create.attributes["vnode.job.id"] == job_id
+    assert any(s.name == "POST /create" and s.kind == CLIENT for s in received.children(create))
+    # The submit line was written inside the create span: logs and traces join on trace_id.
+    assert about["submitted to plugin"]["trace_id"] == create.trace_id.hex()
+    assert about["submitted to plugin"]["span_id"] == create.span_id.hex()
