@@ -300,15 +300,22 @@ class App:
             await task
 
 
+def _watch_restarts(agent: Agent) -> dict[tuple[str, str], int]:
+    """Watch restarts of every informer: pods, and CSRs when the agent approves its own."""
+    informers = [agent.informer]
+    if agent.kubelet is not None and agent.kubelet.approver is not None:
+        informers.append(agent.kubelet.approver.informer)
+    return {(resource_of(informer.path), reason): count
+            for informer in informers for reason, count in informer.watch_restarts.items()}
+
+
 def _sources(agent: Agent) -> AgentSources:
     """The scrape-time figures of the agent's parts."""
-    informer = agent.informer
-    resource = resource_of(informer.path)
     return AgentSources(
         pod_phases=agent.pods.phase_counts,
         plugin_reachable=lambda: agent.node.health.reachable,
         ping_failures=lambda: agent.node.ping_failures,
         lease_renew_failures=lambda: agent.lease.renew_failures,
-        watch_restarts=lambda: {(resource, reason): n for reason, n in informer.watch_restarts.items()},
+        watch_restarts=lambda: _watch_restarts(agent),
         apiserver_requests=lambda: agent.kube.requests,
     )

@@ -121,6 +121,7 @@ async def test_a_dropped_watch_resumes_from_the_last_resource_version_without_lo
         await eventually(lambda: _has(seen, (ADDED, "during")), "ADDED during (missed while cut)")
         await eventually(lambda: _has(seen, (DELETED, "before")), "DELETED before (missed while cut)")
         assert informer.watches > watches_before
+        assert sum(informer.watch_restarts.values()) >= 1  # what vnode_watch_restarts_total shows
         assert informer.lists == 1  # resumed from the resourceVersion, no relist needed
         assert {o["metadata"]["name"] for o in informer.cache.values()} == {"during"}
 
@@ -142,6 +143,7 @@ async def test_a_too_old_resource_version_relists_and_reports_what_changed(
         await eventually(lambda: _has(seen, (ADDED, "new")), "ADDED new (from the relist)")
         await eventually(lambda: _has(seen, (DELETED, "old")), "DELETED old (from the relist diff)")
         assert {o["metadata"]["name"] for o in informer.cache.values()} == {"new"}
+        assert informer.watch_restarts["expired"] == informer.relists_after_gone
         # and it keeps watching afterwards
         await testbed.akubectl("create", "-f", "-", input=json.dumps(pod("after", ns)))
         await eventually(lambda: _has(seen, (ADDED, "after")), "ADDED after (watch after relist)")

@@ -29,8 +29,10 @@ from tests.agent_support import short_socket_dir
 from tests.fakeplugin import FakeBackend, FakePlugin
 from tests.unit.test_agent_pod_controller import Harness, make_pod
 from vnode import cli
+from vnode.kube.errors import KubeError
 from vnode.node import metrics as metrics_module
 from vnode.node.health_server import HealthServer
+from vnode.node.lease_controller import LeaseController
 from vnode.node.looplag import LoopLagMonitor
 from vnode.node.metrics import FAMILIES, AgentMetrics, AgentSources
 from vnode.settings import settings_from_mapping
@@ -277,3 +279,29 @@ def test_log_format_comes_from_the_flag_else_vnode_log_format() -> None:
     assert cli.parser().parse_args(["run"]).log_format is None
     with pytest.raises(SystemExit):
         cli.parser().parse_args(["run", "--log-format", "xml"])
+
+
+class UnreachableLeases:
+    """A LeaseApi whose apiserver fails every request (as during an apiserver outage)."""
+
+    namespace = "kube-node-lease"
+
+    def __init__(self) -> None:
+        self.gets = 0
+
+    async def get(self, name: str) -> dict[str, object] | None:
+        self.gets += 1
+        raise KubeError("apiserver unavailable")
+
+
+async def test_failed_lease_renewals_are_counted_and_retried_next_period() -> None:
+    leases = UnreachableLeases()
+    lease = LeaseController(leases, "vn-1", lambda: "", renew_period=0.01)  # type: ignore[arg-type]
+    running = asyncio.ensure_future(lease.run())
+    try:
+        while leases.gets < 3:
+            await asyncio.sleep(0.01)
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+    assert lease.renew_failures >= 3 and lease.renew_failures in (leases.gets, leases.gets - 1)
