@@ -13,6 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.agent_support import (
     eventually,
     kapply,
+    kget,
     pod_manifest,
     running_agent,
     wait_default_service_account,
@@ -21,6 +22,8 @@ from tests.agent_support import (
 )
 from tests.conftest import Testbed
 from tests.deploy_support import free_port
+from tests.integration.test_slurm_plugin import Plugin
+from tests.integration.test_slurm_plugin import plugin as plain_plugin  # noqa: F401  (fixture)
 from vnode.node.metrics import FAMILIES
 
 pytestmark = pytest.mark.integration
@@ -93,3 +96,20 @@ def print_sample(samples: Samples) -> None:
             label_text = ",".join(f'{k}="{v}"' for k, v in labels)
             lines.append(f"{name}{{{label_text}}} {shown}" if labels else f"{name} {shown}")
     print("\n" + "\n".join(lines))
+
+
+async def test_capacity_from_the_slurm_plugins_ping_does_not_rewrite_the_node_on_every_ping(
+        testbed: Testbed, plain_plugin: Plugin) -> None:  # noqa: F811
+    # The metrics showed it: the plugin reports memory as "...Mi" and pods as "1000", the apiserver
+    # stores "...Gi" and "1k", and a string comparison patched nodes/status after every ping.
+    port = free_port()
+    config = {"InterlinkURL": f"unix://{plain_plugin.socket}", "HealthPort": port}
+    async with running_agent(testbed, config=config) as agent:
+        async def pinged() -> Samples | None:
+            now, _ = await scrape(port)
+            return now if get(now, "vnode_plugin_calls_total", op="ping", outcome="ok") >= 6 else None
+
+        samples = await eventually(pinged, "six answered pings")
+        node = await kget(testbed, "node", agent.node)
+        assert node is not None and node["status"]["capacity"]["pods"] == "1k"  # canonical, as stored
+        assert get(samples, "vnode_apiserver_requests_total", verb="PATCH", resource="nodes/status") <= 1

@@ -194,6 +194,24 @@ def test_capacity_change_removes_vanished_resources() -> None:
     assert patch["status"]["capacity"] == {"example.com/fpga": None}
 
 
+def test_capacity_the_apiserver_stored_in_canonical_form_is_not_rewritten() -> None:
+    # The SLURM plugin's ping reports memory in Mi and pods as a plain number; the apiserver
+    # answers "16Gi" and "1k". Comparing strings patched the Node on every ping.
+    s = settings()
+    ping = PingResponse.from_wire({"resources": {"cpu": "8", "memory": "16384Mi", "pods": "1000"}})
+    desired = nodestatus.desired_status(s, PluginHealth(True, "unix:///p.sock", ping=ping), NOW, "0.1.0")
+    assert desired["capacity"]["memory"] == "16384Mi" and desired["capacity"]["pods"] == "1000"
+    stored = {**desired, "capacity": {**desired["capacity"], "memory": "16Gi", "pods": "1k"},
+              "allocatable": {**desired["allocatable"], "memory": "16Gi", "pods": "1k"}}
+    node = node_with(stored)
+    again = nodestatus.desired_status(s, PluginHealth(True, "unix:///p.sock", ping=ping), NOW, "0.1.0", node["status"])
+    assert nodestatus.status_patch(node, again, heartbeat=False) is None
+    bigger = PingResponse.from_wire({"resources": {"cpu": "8", "memory": "32Gi", "pods": "1000"}})
+    grown = nodestatus.desired_status(s, PluginHealth(True, "unix:///p.sock", ping=bigger), NOW, "0.1.0", node["status"])
+    patch = nodestatus.status_patch(node, grown, heartbeat=False)
+    assert patch is not None and patch["status"]["capacity"] == {"memory": "32Gi"}
+
+
 def test_a_changed_address_replaces_the_old_one() -> None:
     s = settings()
     node = node_with(nodestatus.desired_status(s, UP, NOW, "0.1.0"))

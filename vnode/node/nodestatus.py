@@ -257,6 +257,19 @@ def _material(cond: Mapping[str, Any]) -> tuple[str, str, str, str]:
             str(cond.get("message", "")))
 
 
+def _same_quantity(have: Any, want: Any) -> bool:
+    """Equal as quantities: the apiserver stores capacity in canonical form ("16384Mi" comes back
+    as "16Gi", "1000" as "1k"), so comparing strings would patch the Node on every ping."""
+    if have == want:
+        return True
+    if have is None or want is None:
+        return False
+    try:
+        return parse_quantity(have) == parse_quantity(want)
+    except QuantityError:
+        return False
+
+
 def status_patch(node: Mapping[str, Any], desired: Mapping[str, Any], *, heartbeat: bool
                  ) -> Obj | None:
     """SMP for nodes/status, or None when nothing material changed and no heartbeat is due.
@@ -269,7 +282,7 @@ def status_patch(node: Mapping[str, Any], desired: Mapping[str, Any], *, heartbe
     for key in ("capacity", "allocatable"):
         have: Mapping[str, Any] = current.get(key) or {}
         want: Mapping[str, Any] = desired[key]
-        diff = {k: v for k, v in want.items() if have.get(k) != v}
+        diff = {k: v for k, v in want.items() if not _same_quantity(have.get(k), v)}
         diff.update({k: None for k in have if k not in want})
         if diff:
             patch[key] = diff
