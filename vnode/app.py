@@ -36,7 +36,7 @@ from vnode.kube.client import KubeClient, resource_of
 from vnode.kube.compact import compact_pod
 from vnode.kube.errors import Forbidden, Invalid, KubeError
 from vnode.kube.events import EventRecorder
-from vnode.kube.informer import Informer
+from vnode.kube.informer import WATCH_END_REASONS, Informer
 from vnode.kube.resources import LeaseApi, NodeApi, ObjectApi, PodApi
 from vnode.kube.retry import Backoff
 from vnode.kubelet.endpoint import (
@@ -305,8 +305,9 @@ def _watch_restarts(agent: Agent) -> dict[tuple[str, str], int]:
     informers = [agent.informer]
     if agent.kubelet is not None and agent.kubelet.approver is not None:
         informers.append(agent.kubelet.approver.informer)
-    return {(resource_of(informer.path), reason): count
-            for informer in informers for reason, count in informer.watch_restarts.items()}
+    # Every reason of every informer is a series, also at 0: rate() works from the first restart.
+    return {(resource_of(informer.path), reason): informer.watch_restarts[reason]
+            for informer in informers for reason in WATCH_END_REASONS}
 
 
 def _sources(agent: Agent) -> AgentSources:

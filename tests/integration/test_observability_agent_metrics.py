@@ -58,6 +58,7 @@ async def test_metrics_on_the_health_port_move_as_a_pod_is_created_runs_and_is_d
         assert get(before, "vnode_apiserver_requests_total", verb="POST", resource="nodes") == 1
         assert get(before, "vnode_apiserver_requests_total", verb="WATCH", resource="pods") >= 1
         assert get(before, "process_resident_memory_bytes") > 0
+        assert ("vnode_watch_restarts_total", (("reason", "expired"), ("resource", "pods"))) in before  # at 0
 
         await kapply(testbed, pod_manifest("counted", namespace, agent.node, containers=[
             {"name": "main", "image": "busybox", "command": ["sleep", "3600"]}]))

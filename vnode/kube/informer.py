@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 ADDED = "ADDED"
 MODIFIED = "MODIFIED"
 DELETED = "DELETED"
+# Why a watch ended before the next one started (Informer.watch_restarts' keys).
+WATCH_END_REASONS = ("closed", "expired", "error")
 
 Obj = dict[str, Any]
 Handler = Callable[[str, Obj], None]
