@@ -53,3 +53,18 @@ def test_interlink_flags_and_configpath_env_are_accepted(tmp_path: Path) -> None
     done = run_vnode("check-config", "-nodename", "vn-1", env={"CONFIGPATH": str(path)})
     assert done.returncode == 0, done.stderr
     assert "http://localhost:4000" in done.stdout
+
+
+@pytest.mark.parametrize(("env", "named"), [
+    ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318", "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"},
+     "OTEL_EXPORTER_OTLP_PROTOCOL"),
+    ({"OTEL_TRACES_EXPORTER": "zipkin"}, "OTEL_TRACES_EXPORTER"),
+    ({"VNODE_LOG_FORMAT": "xml"}, "VNODE_LOG_FORMAT"),
+])
+def test_observability_settings_it_cannot_honour_exit_2_naming_the_variable(
+        tmp_path: Path, env: dict[str, str], named: str) -> None:
+    path = tmp_path / "vnode.yaml"
+    path.write_text("InterlinkURL: unix:///p.sock\n")
+    done = run_vnode("run", "--config", str(path), "--nodename", "vn-1", env=env)
+    assert done.returncode == 2, done.stderr
+    assert named in done.stderr and "Traceback" not in done.stderr
