@@ -51,6 +51,8 @@ def log_level(settings: LogSettings) -> int:
 
 def setup_logging(settings: LogSettings, log_format: str | None) -> None:
     configure_logging(log_level(settings), format_from(os.environ, log_format))
+    # Python warnings (deprecations in libraries) become log lines: stderr stays one format.
+    logging.captureWarnings(True)
     if not settings.verbose:
         # aiohttp's access/client chatter is noise at INFO.
         logging.getLogger("aiohttp").setLevel(logging.WARNING)
