@@ -16,8 +16,8 @@ memory), a tail reads the file backwards only as far as the asked lines, and sin
 `.out` and `.ts` once. Follow reads only the bytes appended since its last poll, and polls
 adaptively: FOLLOW_FIRST_POLL right after new output, slower while the log is idle, never slower
 than LogPollSeconds. It ends once the container has exited (its `.status` exists) or the job is
-over, after the last bytes. The job's state is asked in the background, so a slow `squeue` never
-holds back a line.
+over (or the pod deleted), after the last bytes. The job's state is asked in the background, so a
+slow `squeue` never holds back a line.
 """
 
 from __future__ import annotations
@@ -43,7 +43,6 @@ LONG_LINE = 1 << 20  # with timestamps, an unfinished line this long is sent in 
 TAIL_BLOCK = 64 * 1024  # a tail reads backwards in blocks this big: a few hundred typical lines each
 FOLLOW_FIRST_POLL = 0.05  # after new output: a container that just wrote usually writes again within tens of ms
 FOLLOW_BACKOFF = 1.5  # each idle poll waits this much longer: ~7 polls from 50 ms up to a 0.5 s LogPollSeconds
-JOB_CHECK_SECONDS = 2.0  # how often a follow asks whether the job ended: the status poller caches 2 s anyway
 
 
 @dataclass(frozen=True)
@@ -335,10 +334,10 @@ async def stream_snapshot(files: LogFiles, opts: LogOpts, now: datetime) -> Asyn
 
 
 class JobWatch:
-    """Asks `job_over` in the background, at most every JOB_CHECK_SECONDS, so that a slow answer
-    (a squeue under load) never holds back the lines in between."""
+    """Asks `job_over` in the background, at most every `interval` seconds and one question at a
+    time, so that a slow answer (a squeue under load) never holds back the lines in between."""
 
-    def __init__(self, job_over: Callable[[], Awaitable[bool]], interval: float = JOB_CHECK_SECONDS,
+    def __init__(self, job_over: Callable[[], Awaitable[bool]], interval: float,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._ask = job_over
         self._interval = interval
@@ -384,7 +383,8 @@ async def follow(files: LogFiles, opts: LogOpts, container_done: Callable[[], Aw
     """Yield the log as it grows; ends after the container's last bytes."""
     reader = LogReader(files, opts)
     yield await asyncio.to_thread(reader.start, now(), True)
-    watch = JobWatch(container_done)
+    # As often as the idle poll: the status poller's cache bounds the squeue rate, not this.
+    watch = JobWatch(container_done, poll_seconds)
     delay = FOLLOW_FIRST_POLL
     try:
         while not reader.exhausted:
