@@ -241,9 +241,10 @@ async def test_client_certificates_from_another_ca_fail_the_handshake(spdyclient
     code, _, err = await run_client(
         spdyclient, exec_url(kubelet, ["true"]), "-ca", str(pki.ca_file), "-cert", str(cert), "-key", str(key)
     )
-    # With TLS 1.3 the client learns of the rejected certificate only as an EOF on its request.
+    # With TLS 1.3 the client learns of the rejected certificate only when it reads its answer: as an
+    # EOF, the server's alert, or a reset when the server closed with the request still unread.
     assert code == 125, err
-    assert b"EOF" in err or b"certificate" in err
+    assert any(sign in err for sign in (b"EOF", b"certificate", b"connection reset by peer")), err
     assert backend.specs == []
 
 
