@@ -56,7 +56,6 @@ async def test_metrics_on_the_health_port_move_as_a_pod_is_created_runs_and_is_d
         assert get(before, "vnode_pods", phase="Running") == 0
         assert get(before, "vnode_plugin_calls_total", op="ping", outcome="ok") >= 1
         assert get(before, "vnode_apiserver_requests_total", verb="POST", resource="nodes") == 1
-        assert get(before, "vnode_apiserver_requests_total", verb="WATCH", resource="pods") >= 1
         assert get(before, "process_resident_memory_bytes") > 0
         assert ("vnode_watch_restarts_total", (("reason", "expired"), ("resource", "pods"))) in before  # at 0
 
@@ -73,6 +72,8 @@ async def test_metrics_on_the_health_port_move_as_a_pod_is_created_runs_and_is_d
         assert get(during, "vnode_plugin_calls_total", op="create", outcome="ok") == 1
         assert get(during, "vnode_plugin_call_duration_seconds_count", op="create", outcome="ok") == 1
         assert get(during, "vnode_plugin_calls_total", op="status", outcome="ok") >= 1
+        # The pod reached the agent through its watch (the first scrape may precede the WATCH).
+        assert get(during, "vnode_apiserver_requests_total", verb="WATCH", resource="pods") >= 1
         assert get(during, "vnode_apiserver_requests_total", verb="PATCH", resource="pods/status") > \
             get(before, "vnode_apiserver_requests_total", verb="PATCH", resource="pods/status")
 
