@@ -38,6 +38,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from plugin_client.logformat import pod_fields
 from vnode.kube.errors import AlreadyExists, Conflict, KubeError, NotFound
 from vnode.kube.resources import ObjectApi
 
@@ -131,7 +132,8 @@ class JobLedger:
             for uid, text in shard.stored.items():
                 entry = LedgerEntry.decode(uid, text)
                 if entry is None:
-                    log.warning("ledger %s: unreadable entry %s dropped", shard.name, uid)
+                    log.warning("ledger %s: unreadable entry %s dropped", shard.name, uid,
+                                extra=pod_fields("", "", uid))
                     continue
                 self.entries[uid] = entry
         for uid in self._journal.stored:
