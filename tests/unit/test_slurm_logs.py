@@ -237,7 +237,7 @@ def test_follow_reader_reads_only_the_bytes_appended_since_its_last_read(tmp_pat
     setup(tmp_path, out=b"old\n", stamps=STAMPS[:1])
     files = files_for(tmp_path, "run", "c")
     reader = logs.LogReader(files, LogOpts(follow=True, tail=1))
-    reader.start(NOW, following=True)
+    reader.start(following=True)
     assert reader.read(final=False) == (b"old\n", False)
     assert reader.read(final=False) == (b"", False)
     append(files.out, b"new\n")
@@ -249,7 +249,7 @@ def test_follow_reader_stamps_a_line_written_in_pieces_with_its_own_record(tmp_p
     setup(tmp_path, out=b"one\ntw", stamps=STAMPS[:2])
     files = files_for(tmp_path, "run", "c")
     reader = logs.LogReader(files, LogOpts(follow=True, timestamps=True, tail=1))
-    assert reader.start(NOW, following=True) == b""
+    reader.start(following=True)
     assert reader.read(final=False) == (STAMPS[0].encode() + b" one\n", False)  # "tw" waits for its end
     append(files.out, b"o\nth")
     append(files.ts, STAMPS[2].encode() + b"\n")
@@ -261,30 +261,33 @@ def test_follow_reader_reads_a_burst_in_bounded_pieces(tmp_path: Path) -> None:
     setup(tmp_path, out=b"", stamps=[])
     files = files_for(tmp_path, "run", "c")
     reader = logs.LogReader(files, LogOpts(follow=True))
-    reader.start(NOW, following=True)
+    reader.start(following=True)
     append(files.out, b"x" * 25)
     with patch.object(logs, "READ_CHUNK", 10):
         pieces = [reader.read(final=False) for _ in range(4)]
     assert pieces == [(b"x" * 10, True), (b"x" * 10, True), (b"x" * 5, False), (b"", False)]
 
 
-@settings(max_examples=150, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=200, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(lines=st.lists(st.sampled_from([b"a\n", b"bb\n", b"\n", b"c\rd\n", b"e" * 9 + b"\n"]), max_size=15),
        unfinished=st.sampled_from([b"", b"zz"]), tail=st.integers(0, 6), timestamps=st.booleans(),
-       limit=st.sampled_from([0, 1, 17, 1000]), chunk=st.integers(1, 12))
+       since_seconds=st.sampled_from([0, 50, 55, 120]), limit=st.sampled_from([0, 1, 17, 1000]),
+       chunk=st.integers(1, 12))
 def test_streamed_snapshot_matches_the_whole_file_pipeline(tmp_path: Path, lines: list[bytes], unfinished: bytes,
-                                                           tail: int, timestamps: bool, limit: int, chunk: int) -> None:
+                                                           tail: int, timestamps: bool, since_seconds: int,
+                                                           limit: int, chunk: int) -> None:
     out = b"".join(lines) + unfinished
     stamps = [f"2026-01-01T12:00:{i:02d}.000000000Z" for i in range(len(logs.split_lines(out)))]
     setup(tmp_path, out=out, stamps=stamps, job_out=b"banner 1\nbanner 2")
-    opts = LogOpts(tail=tail, timestamps=timestamps, limit_bytes=limit)
-    everything = logs.split_lines(b"banner 1\nbanner 2\n" + out) if not timestamps else logs.split_lines(out)
-    every_stamp: list[str | None] = ([None, None] if not timestamps else []) + list(stamps)
+    opts = LogOpts(tail=tail, timestamps=timestamps, since_seconds=since_seconds, limit_bytes=limit)
+    plain = not (timestamps or since_seconds)
+    everything = logs.split_lines(b"banner 1\nbanner 2\n" + out) if plain else logs.split_lines(out)
+    every_stamp: list[str | None] = ([None, None] if plain else []) + list(stamps)
     expected = logs.render(everything, every_stamp, opts, NOW, "unused")
     with patch.object(logs, "READ_CHUNK", chunk), patch.object(logs, "TAIL_BLOCK", chunk):
         pieces = list(logs.snapshot_chunks(files_for(tmp_path, "run", "c"), opts, NOW))
     assert b"".join(pieces) == expected
-    if not timestamps:  # streamed in READ_CHUNK pieces (after the banner), not the whole file at once
+    if plain:  # streamed in READ_CHUNK pieces (after the banner), not the whole file at once
         assert all(len(p) <= chunk for p in pieces[1:])
 
 
@@ -349,3 +352,30 @@ async def test_follow_does_not_wait_for_a_slow_job_state_to_send_new_lines(tmp_p
     assert await asyncio.wait_for(anext(stream), 20) == b"hello\n"
     files.status.write_text("0\n")
     assert [c async for c in stream] == []
+
+
+def test_a_since_filter_reads_the_log_in_pieces_and_sends_the_kept_lines_as_they_are_found(tmp_path: Path) -> None:
+    out = b"".join(b"%d\n" % i for i in range(10))
+    setup(tmp_path, out=out, stamps=[f"2026-01-01T12:00:{10 * i:02d}.000000000Z" if i < 6 else
+                                     f"2026-01-01T12:00:{50 + i:02d}.000000000Z" for i in range(10)])
+    with patch.object(logs, "READ_CHUNK", 4):
+        pieces = list(logs.snapshot_chunks(files_for(tmp_path, "run", "c"), LogOpts(since_seconds=25), NOW))
+        tailed = list(logs.snapshot_chunks(files_for(tmp_path, "run", "c"), LogOpts(since_seconds=25, tail=3), NOW))
+    assert b"".join(pieces) == b"4\n5\n6\n7\n8\n9\n"
+    assert len(pieces) > 1
+    assert tailed == [b"7\n8\n9\n"]
+
+
+async def test_follow_with_since_sends_the_recent_history_then_new_lines(tmp_path: Path) -> None:
+    setup(tmp_path, out=b"one\ntwo\nthree\nfou", stamps=STAMPS + ["2026-01-01T12:00:59.000000000Z"])
+    files = files_for(tmp_path, "run", "c")
+
+    async def not_over() -> bool:
+        return False
+
+    stream = follow(files, LogOpts(follow=True, since_seconds=20, timestamps=True), not_over, 0.05, now=lambda: NOW)
+    got = [await anext(stream), await anext(stream)]
+    assert got == [b"", STAMPS[2].encode() + b" three\n"]  # "fou" waits for the end of its line
+    append(files.out, b"r\n")
+    files.status.write_text("0\n")
+    assert b"".join([c async for c in stream]) == b"2026-01-01T12:00:59.000000000Z four\n"

@@ -11,9 +11,10 @@ byte limit (the first N bytes of what would be sent). Like the Go plugin, a plai
 follow, since or timestamps) gets `job.out` (the batch job's own output) in front. Previous returns
 nothing: containers are never restarted.
 
-Reading costs: a plain request streams the files in READ_CHUNK pieces (never the whole file in
-memory), a tail reads the file backwards only as far as the asked lines, and since/timestamps read
-`.out` and `.ts` once. Follow reads only the bytes appended since its last poll, and polls
+Reading costs: every request reads `.out` (and `.ts`, for timestamps or a since-filter) at most
+once, in READ_CHUNK pieces, and streams the answer as it goes, so no file is ever held in memory
+whole; a tail reads the file backwards only as far as the asked lines (after a since-filter, only
+those lines are kept in memory). Follow reads only the bytes appended since its last poll, and polls
 adaptively: FOLLOW_FIRST_POLL right after new output, slower while the log is idle, never slower
 than LogPollSeconds. It ends once the container has exited (its `.status` exists) or the job is
 over (or the pod deleted), after the last bytes. The job's state is asked in the background, so a
@@ -26,6 +27,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -100,14 +102,7 @@ def since_moment(opts: LogOpts, now: datetime) -> datetime | None:
 def render(lines: list[bytes], stamps: list[str | None], opts: LogOpts, now: datetime, fallback_stamp: str) -> bytes:
     """Pure: the since/tail/timestamps/limit pipeline over lines (each with its line ending)."""
     since = since_moment(opts, now)
-    pairs = list(zip(lines, stamps, strict=True))
-    if since is not None:
-        kept = []
-        for line, stamp in pairs:
-            moment = parse_time(stamp) if stamp else None
-            if moment is None or moment >= since:
-                kept.append((line, stamp))
-        pairs = kept
+    pairs = list(zip(lines, stamps, strict=True)) if since is None else _since(lines, stamps, since)
     if opts.tail > 0:
         pairs = pairs[-opts.tail:]
     if opts.timestamps:
@@ -128,14 +123,6 @@ def split_lines(data: bytes) -> list[bytes]:
     if parts[-1]:
         lines.append(parts[-1])
     return lines
-
-
-def read_stamps(ts: Path, count: int) -> list[str | None]:
-    raw = _read(ts).decode("ascii", "replace").splitlines()
-    stamps: list[str | None] = [s if s else None for s in raw[:count]]
-    if len(stamps) < count:
-        stamps += [stamps[-1] if stamps else None] * (count - len(stamps))
-    return stamps
 
 
 def parse_stamp_records(raw: bytes, count: int) -> list[str | None]:
@@ -240,33 +227,43 @@ class LogReader:
         self.size_at_start = 0
         self.tail_found = 0  # lines a tail found in `.out` (a plain request takes the rest from job.out)
 
-    def start(self, now: datetime, following: bool) -> bytes:
-        """Positions the reader after what the since/tail options skip. Returns the part already
-        rendered: with a since-filter, the lines kept up to now (which needs every stamp). A follow
-        with timestamps holds back an unfinished last line until its end arrives."""
+    def start(self, following: bool) -> None:
+        """Positions the reader where a tail begins (a since-filter starts at 0: see `since_history`).
+        A follow with timestamps holds back an unfinished last line until its end arrives."""
         opts = self.opts
-        hold_partial = following and opts.timestamps
-        if opts.since_seconds or opts.since_time is not None:
-            data = _read(self.files.out)
-            lines = split_lines(data)
-            if hold_partial and lines and not lines[-1].endswith(b"\n"):
-                self.cutter.partial = lines.pop()
-            stamps = read_stamps(self.files.ts, len(lines))
-            history = LogOpts(tail=opts.tail, timestamps=opts.timestamps, since_seconds=opts.since_seconds,
-                              since_time=opts.since_time)
-            out = render(lines, stamps, history, now, _mtime_stamp(self.files.out))
-            self.offset = self.size_at_start = len(data)
-            self.cutter.next_index = data.count(b"\n")
-            return self.limit(out)
         self.size_at_start = size = _size(self.files.out)
-        if opts.tail > 0:
+        if opts.tail > 0 and not has_since(opts):
             wanted = opts.tail
-            if hold_partial and size and _read_at(self.files.out, size - 1, 1) != b"\n":
+            if following and opts.timestamps and size and _read_at(self.files.out, size - 1, 1) != b"\n":
                 wanted += 1  # the held-back unfinished line is not one of the tail's lines
             self.offset, self.tail_found = tail_start(lambda at, n: _read_at(self.files.out, at, n), size, wanted)
             if opts.timestamps:
                 self.cutter.next_index = count_newlines(self.files.out, self.offset)
-        return b""
+
+    def since_history(self, now: datetime, following: bool) -> Iterator[bytes]:
+        """With a since-filter: the lines written since then, up to what is there now, in one pass
+        over `.out` and `.ts` in READ_CHUNK pieces. With a tail only its last lines are kept in
+        memory, and they come as one piece at the end. Leaves the reader after them."""
+        opts = self.opts
+        since = since_moment(opts, now)
+        assert since is not None
+        tail: deque[tuple[bytes, str | None]] | None = deque(maxlen=opts.tail) if opts.tail > 0 else None
+        fallback = _mtime_stamp(self.files.out)
+        stamped = LogOpts(timestamps=opts.timestamps)
+        while not self.exhausted:
+            data = _read_at(self.files.out, self.offset, min(READ_CHUNK, self.size_at_start - self.offset))
+            self.offset += len(data)
+            last = not data or self.offset >= self.size_at_start
+            first, lines = self.cutter.feed(data, final=last and not (following and opts.timestamps))
+            kept = _since(lines, read_stamps_at(self.files.ts, first, len(lines)), since)
+            if tail is not None:
+                tail.extend(kept)
+            elif kept:
+                yield self.limit(render([line for line, _ in kept], [stamp for _, stamp in kept], stamped, now, fallback))
+            if last:
+                break
+        if tail:
+            yield self.limit(render([line for line, _ in tail], [stamp for _, stamp in tail], stamped, now, fallback))
 
     def read(self, final: bool, end: int | None = None) -> tuple[bytes, bool]:
         """What was appended since the last call (up to READ_CHUNK bytes, and not past `end`), and
@@ -298,13 +295,27 @@ class LogReader:
         return self.opts.limit_bytes > 0 and self.sent >= self.opts.limit_bytes
 
 
+def has_since(opts: LogOpts) -> bool:
+    return bool(opts.since_seconds) or opts.since_time is not None
+
+
+def _since(lines: list[bytes], stamps: list[str | None], since: datetime) -> list[tuple[bytes, str | None]]:
+    """Pure: the lines stamped at or after `since` (a line without a stamp is always kept)."""
+    kept = []
+    for line, stamp in zip(lines, stamps, strict=True):
+        moment = parse_time(stamp) if stamp else None
+        if moment is None or moment >= since:
+            kept.append((line, stamp))
+    return kept
+
+
 def snapshot_chunks(files: LogFiles, opts: LogOpts, now: datetime) -> Iterator[bytes]:
     """Blocking (iterate it in a thread): the answer of a non-follow request, in pieces of at most
-    about READ_CHUNK bytes (a since-filter answers in one piece)."""
+    about READ_CHUNK bytes (plus stamps; a tail of a since-filter comes in one piece)."""
     reader = LogReader(files, opts)
-    history = reader.start(now, following=False)
-    if opts.since_seconds or opts.since_time is not None:
-        yield history
+    reader.start(following=False)
+    if has_since(opts):
+        yield from reader.since_history(now, following=False)
         return
     if not opts.timestamps:  # plain: the batch job's own output first, as the Go plugin does
         missing = opts.tail - reader.tail_found if opts.tail > 0 else 0
@@ -326,10 +337,15 @@ def snapshot(files: LogFiles, opts: LogOpts, now: datetime) -> bytes:
     return b"".join(snapshot_chunks(files, opts, now))
 
 
-async def stream_snapshot(files: LogFiles, opts: LogOpts, now: datetime) -> AsyncIterator[bytes]:
-    """The answer of a non-follow request as it is read, one thread hop per piece."""
-    chunks = snapshot_chunks(files, opts, now)
+async def _in_thread(chunks: Iterator[bytes]) -> AsyncIterator[bytes]:
+    """A blocking iterator of file pieces, one thread hop per piece."""
     while (chunk := await asyncio.to_thread(next, chunks, None)) is not None:
+        yield chunk
+
+
+async def stream_snapshot(files: LogFiles, opts: LogOpts, now: datetime) -> AsyncIterator[bytes]:
+    """The answer of a non-follow request as it is read."""
+    async for chunk in _in_thread(snapshot_chunks(files, opts, now)):
         yield chunk
 
 
@@ -382,7 +398,11 @@ async def follow(files: LogFiles, opts: LogOpts, container_done: Callable[[], Aw
                  now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> AsyncIterator[bytes]:
     """Yield the log as it grows; ends after the container's last bytes."""
     reader = LogReader(files, opts)
-    yield await asyncio.to_thread(reader.start, now(), True)
+    await asyncio.to_thread(reader.start, True)
+    yield b""  # answer at once (headers out) while the history is read
+    if has_since(opts):
+        async for chunk in _in_thread(reader.since_history(now(), following=True)):
+            yield chunk
     # As often as the idle poll: the status poller's cache bounds the squeue rate, not this.
     watch = JobWatch(container_done, poll_seconds)
     delay = FOLLOW_FIRST_POLL
