@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from vnode.app import App
-from vnode.cli import configure_logging
+from vnode.cli import setup_logging
 from vnode.settings import ConfigError, Settings, load_settings
 
 STATS_PERIOD = 0.5  # seconds; finer than any phase of a scenario
@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"bench.agent: {err}", file=sys.stderr)
         return 2
-    configure_logging(settings.logging)
+    setup_logging(settings.logging, None)  # as `vnode run` does (text unless VNODE_LOG_FORMAT says json)
     return asyncio.run(run(App(settings), args.stats_file, args.profile))
 
 
