@@ -369,7 +369,7 @@ def test_rbac_writes_only_its_own_node_and_never_deletes_nodes(tmp_path: Path) -
 def test_rbac_grants_what_the_agent_calls(tmp_path: Path) -> None:
     r = rendered(tmp_path, MY_VALUES)
     rules = rules_of(r, "ClusterRole", "vnode-demo-vnode-agent")
-    assert verbs_for(rules, "", "pods") == {"get", "list", "watch", "patch", "delete"}
+    assert verbs_for(rules, "", "pods") == {"get", "list", "watch", "delete"}  # the JobID annotation rides on pods/status
     assert verbs_for(rules, "", "pods/status") == {"patch", "update"}
     assert verbs_for(rules, "", "nodes/status") == {"get", "patch", "update"}
     assert verbs_for(rules, "", "configmaps") == verbs_for(rules, "", "secrets") == {"get"}
