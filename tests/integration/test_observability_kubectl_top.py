@@ -3,10 +3,11 @@ the apiserver's aggregation layer, vnode's kubelet front and the SLURM plugin's 
 testbed SLURM: a pod that burns CPU and holds memory shows non-zero CPU and memory in `kubectl top pod`
 and its node in `kubectl top node`.
 
-The agent itself is not in this picture yet (its wiring is phase 2 of issue 8): the test registers the
-Node and the Pod the way test_kubelet_apiserver does, submits the same pod to the SLURM plugin through
-plugin_client, and serves the kubelet front with the plugin-backed usage source the agent's endpoint
-uses. The kubelet serving certificate is issued by the cluster CA, which metrics-server verifies.
+This test isolates the kubelet front and the plugin: it registers the Node and the Pod the way
+test_kubelet_apiserver does, submits the same pod to the SLURM plugin through plugin_client, and serves
+the kubelet front with the plugin-backed usage source the agent's endpoint uses. The same proof with
+the whole agent is test_observability_agent_top.py. The kubelet serving certificate is issued by the
+cluster CA, which metrics-server verifies.
 """
 
 from __future__ import annotations
