@@ -7,6 +7,7 @@ shared `testbed` (1.35 + SLURM) must neither notice it nor be touched by its `up
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -105,3 +106,25 @@ def test_down_of_a_kube_only_instance_stops_exactly_that_instance(
     # The other two instances did not notice: same processes, all ready.
     assert component_pids(testbed.state_dir) == shared
     assert component_pids(testbed_136.state_dir) == second
+
+
+def test_up_refuses_a_port_held_by_a_process_it_did_not_start_naming_the_component(tmp_path: Path) -> None:
+    # A stranger listens where a kube-only instance at offset 400 would put its apiserver (6443 + 400).
+    stranger = socket.socket()
+    stranger.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    stranger.bind(("127.0.0.1", 6843))
+    stranger.listen()
+    state = tmp_path / "state"
+    try:
+        out = run_testbed(state, "up", "--kube-only", "--port-offset", "400")
+    finally:
+        stranger.close()
+    assert out.returncode != 0, out.stdout
+    said = out.stdout + out.stderr
+    assert "kube-apiserver" in said and "127.0.0.1:6843" in said and "already in use" in said, said
+    assert "Traceback" not in said
+    # Nothing was started: no component of that state dir runs, and nothing listens on its etcd port.
+    status = run_testbed(state, "status", "--json")
+    assert status.returncode != 0
+    assert all(c["pid"] is None for c in json.loads(status.stdout)["components"]), status.stdout
+    assert not [addr for addr in listeners() if addr.endswith(":2779")]
