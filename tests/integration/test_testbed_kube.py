@@ -299,3 +299,16 @@ def test_node_lifecycle_controller_marks_a_silent_node_not_ready(testbed: Testbe
     testbed.wait_until(
         unknown_and_tainted, "the node-lifecycle controller to mark the silent node Unknown", timeout=180
     )
+
+
+def test_env_output_gives_a_plain_shell_kubectl_the_stand_in_and_slurm(testbed: Testbed) -> None:
+    # What the README tells users to run: eval "$(hack/testbed env)" in a shell that has none of it.
+    script = f'eval "$({sys.executable} {REPO / "hack" / "testbed"} env)" && kubectl get namespace default -o name ' \
+             '&& command -v singularity && sinfo -h -o %P'
+    done = subprocess.run(["/bin/bash", "-c", script], capture_output=True, text=True, timeout=120, check=False,
+                          env={"PATH": "/usr/bin:/bin", "HOME": str(Path.home())})
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == "namespace/default"
+    assert lines[1] == str(REPO / "hack" / "bin" / "singularity")
+    assert lines[2].strip()  # the SLURM partition, e.g. "debug*"
