@@ -2,7 +2,8 @@
 them down in a fixed order.
 
 Start order: apiserver client and plugin client → health port (/healthz, /readyz, /metrics) and
-event-loop lag monitor → event recorder → Node (first ping, then create or adopt) → Lease → job
+event-loop lag monitor → event recorder → Node (first ping, apiserver version for its declared
+features, then create or adopt) → Lease → job
 ledger → pod informer (first LIST) → pod controller (reconcile with the ledger, workers) → status
 poller → kubelet endpoint.
 
@@ -39,6 +40,7 @@ from vnode.kube.events import EventRecorder
 from vnode.kube.informer import WATCH_END_REASONS, Informer
 from vnode.kube.resources import LeaseApi, NodeApi, ObjectApi, PodApi
 from vnode.kube.retry import Backoff
+from vnode.kube.version import server_version
 from vnode.kubelet.endpoint import (
     EndpointOptions,
     KubeletEndpoint,
@@ -181,7 +183,8 @@ class App:
         plugin = PluginClient(plugin_client_config(s), tracer_provider=self.tracer_provider,
                               observer=self.metrics.observe_plugin_call)
         recorder = EventRecorder(kube, host=s.node.name)
-        node = NodeController(NodeApi(kube), plugin, s, recorder=recorder)
+        node = NodeController(NodeApi(kube), plugin, s, recorder=recorder,
+                              server_version=lambda: server_version(kube))
         lease = LeaseController(LeaseApi(kube), s.node.name, lambda: node.uid,
                                 duration=s.node.lease_duration, renew_period=s.node.lease_renew_period)
         objects = ObjectApi(kube)

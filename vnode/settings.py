@@ -151,6 +151,9 @@ class KubeletSettings:
     client_ca_file: str = ""
     # Serve the kubelet endpoint at all (off: no kubectl logs/exec, e.g. for a plugin without them).
     enabled: bool = True
+    # Declare ExtendWebSocketsToKubelet on 1.36+ so kubectl exec's WebSocket reaches us untranslated:
+    # on by default because only exec changes (attach and port-forward are not served either way).
+    declare_websocket: bool = True
 
 
 @dataclass(frozen=True)
@@ -604,6 +607,7 @@ def settings_from_mapping(data: Mapping[str, Any], *, nodename: str | None = Non
         csr_auto_approve=top.boolean("KubeletCSRAutoApprove"),
         client_ca_file=top.string("KubeletClientCAFile"),
         enabled=top.boolean("KubeletEnabled", True),
+        declare_websocket=top.boolean("KubeletDeclareWebSocket", KubeletSettings.declare_websocket),
     )
     if kubelet.client_ca_file and not Path(kubelet.client_ca_file).exists():
         raise ConfigError("KubeletClientCAFile", f"file {kubelet.client_ca_file} does not exist")

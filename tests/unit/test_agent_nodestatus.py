@@ -3,12 +3,17 @@ plugin health, and status patches only on change or heartbeat."""
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
+import pytest
+
 from plugin_client.models import Accelerator, PingResources, PingResponse, Taint
+from vnode.kube.version import ServerVersion
 from vnode.node import nodestatus
+from vnode.node.node_controller import NodeController
 from vnode.node.nodestatus import PluginHealth
-from vnode.settings import Settings, settings_from_mapping
+from vnode.settings import ConfigError, Settings, settings_from_mapping
 
 NOW = "2026-01-01T00:00:00Z"
 LATER = "2026-01-01T00:00:30Z"
@@ -222,3 +227,146 @@ def test_a_changed_address_replaces_the_old_one() -> None:
     assert patch is not None
     assert patch["status"]["addresses"] == [{"type": "InternalIP", "address": "10.0.0.5"},
                                             {"type": "Hostname", "$patch": "delete"}]
+
+
+# ---- status.declaredFeatures: ExtendWebSocketsToKubelet on 1.36+ ---------------------------------
+
+V135, V136 = ServerVersion(1, 35), ServerVersion(1, 36)
+WS = [nodestatus.WEBSOCKET_FEATURE]
+
+
+def test_the_websocket_feature_is_declared_from_136_on_only() -> None:
+    s = settings()
+    assert nodestatus.declared_features(s, V136) == ["ExtendWebSocketsToKubelet"]
+    assert nodestatus.declared_features(s, ServerVersion(1, 37)) == WS
+    assert nodestatus.declared_features(s, ServerVersion(2, 0)) == WS
+    assert nodestatus.declared_features(s, V135) == []
+    assert nodestatus.declared_features(s, ServerVersion(1, 30)) == []
+    assert nodestatus.declared_features(s, None) == []  # version unknown: declare nothing
+
+
+def test_the_setting_or_a_disabled_kubelet_endpoint_declares_nothing() -> None:
+    assert settings().kubelet.declare_websocket is True
+    assert nodestatus.declared_features(settings(KubeletDeclareWebSocket=False), V136) == []
+    assert nodestatus.declared_features(settings(KubeletDeclareWebSocket="false"), V136) == []
+    assert nodestatus.declared_features(settings(KubeletEnabled=False), V136) == []
+
+
+def test_a_bad_declare_websocket_value_names_the_key() -> None:
+    with pytest.raises(ConfigError, match="KubeletDeclareWebSocket"):
+        settings(KubeletDeclareWebSocket="maybe")
+
+
+def test_declared_features_are_sorted_and_unique_in_the_status() -> None:
+    status = nodestatus.desired_status(settings(), UP, NOW, "0.1.0", features=["b", "a", "b"])
+    assert status["declaredFeatures"] == ["a", "b"]
+    assert "declaredFeatures" not in nodestatus.desired_status(settings(), UP, NOW, "0.1.0")
+
+
+def test_a_new_node_on_136_declares_the_websocket_feature() -> None:
+    s = settings()
+    node = nodestatus.new_node(s, UP, NOW, "0.1.0", nodestatus.declared_features(s, V136))
+    assert node["status"]["declaredFeatures"] == ["ExtendWebSocketsToKubelet"]
+    old = nodestatus.new_node(s, UP, NOW, "0.1.0", nodestatus.declared_features(s, V135))
+    assert "declaredFeatures" not in old["status"]
+
+
+def test_a_stored_node_with_the_same_declared_features_gets_no_patch() -> None:
+    s = settings()
+    node = node_with(nodestatus.desired_status(s, UP, NOW, "0.1.0", features=WS))
+    again = nodestatus.desired_status(s, UP, LATER, "0.1.0", node["status"], WS)
+    assert nodestatus.status_patch(node, again, heartbeat=False) is None
+    beat = nodestatus.status_patch(node, again, heartbeat=True)
+    assert beat is not None and "declaredFeatures" not in beat["status"]
+
+
+def test_on_135_nothing_is_declared_so_the_stored_node_gets_no_patch() -> None:
+    s = settings()
+    features = nodestatus.declared_features(s, V135)
+    stored = node_with(nodestatus.desired_status(s, UP, NOW, "0.1.0", features=features))
+    assert "declaredFeatures" not in stored["status"]
+    again = nodestatus.desired_status(s, UP, LATER, "0.1.0", stored["status"], features)
+    assert nodestatus.status_patch(stored, again, heartbeat=False) is None
+
+
+def test_an_adopted_node_without_the_feature_is_patched_with_the_whole_list() -> None:
+    s = settings()
+    node = node_with(nodestatus.desired_status(s, UP, NOW, "0.1.0"))
+    node["status"]["declaredFeatures"] = ["SomeoneElses"]
+    desired = nodestatus.desired_status(s, UP, NOW, "0.1.0", node["status"], WS)
+    assert nodestatus.status_patch(node, desired, heartbeat=False) == {
+        "status": {"declaredFeatures": ["ExtendWebSocketsToKubelet"]}}
+
+
+def test_turning_the_setting_off_removes_a_previously_declared_feature() -> None:
+    s = settings(KubeletDeclareWebSocket=False)
+    node = node_with(nodestatus.desired_status(s, UP, NOW, "0.1.0", features=WS))
+    desired = nodestatus.desired_status(s, UP, NOW, "0.1.0", node["status"],
+                                        nodestatus.declared_features(s, V136))
+    assert nodestatus.status_patch(node, desired, heartbeat=False) == {
+        "status": {"declaredFeatures": None}}
+
+
+class StoredNodes:
+    """A NodeApi stand-in that stores what it is sent, optionally dropping declaredFeatures
+    (what an apiserver with NodeDeclaredFeatures off does)."""
+
+    def __init__(self, *, keeps_features: bool) -> None:
+        self.node: dict[str, Any] | None = None
+        self.keeps_features = keeps_features
+        self.status_patches: list[dict[str, Any]] = []
+
+    def _store(self, node: dict[str, Any]) -> dict[str, Any]:
+        if not self.keeps_features:
+            node["status"].pop("declaredFeatures", None)
+        self.node = copy.deepcopy(node)
+        return copy.deepcopy(node)
+
+    async def get(self, name: str) -> dict[str, Any] | None:
+        return copy.deepcopy(self.node)
+
+    async def create(self, node: dict[str, Any]) -> dict[str, Any]:
+        node = copy.deepcopy(node)
+        node["metadata"].update(uid="u-1", resourceVersion="1")
+        return self._store(node)
+
+    async def patch(self, name: str, patch: dict[str, Any]) -> dict[str, Any]:
+        raise AssertionError(f"unexpected metadata patch {patch}")
+
+    async def patch_status(self, name: str, patch: dict[str, Any]) -> dict[str, Any]:
+        assert self.node is not None
+        self.status_patches.append(patch)
+        status = {**self.node["status"], **patch["status"]}
+        return self._store({**self.node, "status": {k: v for k, v in status.items() if v is not None}})
+
+
+class AnsweringPlugin:
+    async def ping(self) -> PingResponse:
+        return PingResponse.from_wire({})
+
+
+async def run_checks(nodes: StoredNodes, version: ServerVersion, checks: int) -> NodeController:
+    async def server_version() -> ServerVersion:
+        return version
+    controller = NodeController(nodes, AnsweringPlugin(), settings(),  # type: ignore[arg-type]
+                                server_version=server_version)
+    await controller.start()
+    for _ in range(checks):
+        await controller.check_plugin()
+        await controller.sync()
+    return controller
+
+
+async def test_the_controller_registers_the_node_declaring_the_feature_and_patches_no_more() -> None:
+    nodes = StoredNodes(keeps_features=True)
+    await run_checks(nodes, V136, 5)
+    assert nodes.node is not None and nodes.node["status"]["declaredFeatures"] == WS
+    assert nodes.status_patches == []
+
+
+async def test_the_controller_stops_declaring_what_the_apiserver_drops() -> None:
+    nodes = StoredNodes(keeps_features=False)
+    controller = await run_checks(nodes, V136, 5)
+    # Registration lost the field; one patch tries again, then the controller gives up on it.
+    assert [p["status"].get("declaredFeatures") for p in nodes.status_patches] == [WS]
+    assert controller.features == []

@@ -8,6 +8,10 @@ times; labels/taints are patched only when they differ, conditionally on the res
 
 If the Node disappears (someone deleted it), the next write re-creates it; the lease controller
 then re-points its Lease at the new Node.
+
+status.declaredFeatures depends on the apiserver's version, read once at start (`server_version`):
+an apiserver does not change version under a running agent without restarting its connections,
+and re-reading it every period would cost a request per ping for nothing.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from plugin_client.errors import PluginError
@@ -23,6 +27,7 @@ from vnode import __version__
 from vnode.kube.errors import AlreadyExists, Conflict, KubeError, NotFound
 from vnode.kube.events import NORMAL, WARNING, EventRecorder, ObjectRef
 from vnode.kube.resources import NodeApi
+from vnode.kube.version import ServerVersion
 from vnode.node import nodestatus
 from vnode.node.nodestatus import PluginHealth
 from vnode.node.podstatus import now_rfc3339
@@ -38,8 +43,12 @@ class NodeController:
     def __init__(self, nodes: NodeApi, provider: Provider, settings: Settings, *,
                  clock: Callable[[], float] = time.monotonic,
                  on_health_change: Callable[[PluginHealth], None] | None = None,
-                 recorder: EventRecorder | None = None) -> None:
+                 recorder: EventRecorder | None = None,
+                 server_version: Callable[[], Awaitable[ServerVersion | None]] | None = None
+                 ) -> None:
         self.nodes = nodes
+        self.server_version = server_version
+        self.features: list[str] | None = None  # declaredFeatures, decided at start
         self.provider = provider
         self.settings = settings
         self.name = settings.node.name
@@ -108,7 +117,7 @@ class NodeController:
         if node is None:
             try:
                 node = await self.nodes.create(nodestatus.new_node(
-                    self.settings, self.health, now_rfc3339(), __version__))
+                    self.settings, self.health, now_rfc3339(), __version__, self.features or ()))
                 log.info("registered node %s (uid %s)", self.name, node["metadata"]["uid"])
                 self.node = node
                 self._last_status_write = self.clock()
@@ -156,13 +165,25 @@ class NodeController:
         assert self.node is not None
         due = force or self.clock() - self._last_status_write >= self.settings.node.status_report_period
         desired = nodestatus.desired_status(self.settings, self.health, now_rfc3339(), __version__,
-                                            self.node.get("status"))
+                                            self.node.get("status"), self.features or ())
         patch = nodestatus.status_patch(self.node, desired, heartbeat=due)
         if patch is None:
             return
         self.node = await self.nodes.patch_status(self.name, patch)
         self._last_status_write = self.clock()
         self.status_writes += 1
+        self._check_features_kept(desired)
+
+    def _check_features_kept(self, desired: Obj) -> None:
+        """Stop declaring what the apiserver dropped (its NodeDeclaredFeatures gate turned off on
+        1.36+): the stored Node would otherwise differ from ours forever and every check patch."""
+        wanted = desired.get("declaredFeatures") or []
+        stored = (self.node or {}).get("status", {}).get("declaredFeatures") or []
+        if wanted and stored != wanted:
+            log.warning("node %s: the apiserver did not keep status.declaredFeatures %s (its "
+                        "NodeDeclaredFeatures gate is off?); declaring nothing from now on",
+                        self.name, wanted)
+            self.features = []
 
     async def run(self) -> None:
         """Ping and sync forever. Registration happened in `start`."""
@@ -176,7 +197,19 @@ class NodeController:
                 log.warning("updating node %s failed: %s", self.name, err)
             await asyncio.sleep(max(0.0, period - (self.clock() - started)))
 
+    async def decide_features(self) -> list[str]:
+        """declaredFeatures for this apiserver, read once (a failed read raises and is retried
+        with the registration)."""
+        if self.features is None:
+            server = await self.server_version() if self.server_version is not None else None
+            self.features = nodestatus.declared_features(self.settings, server)
+            log.info("node %s: apiserver version %s; declaring features %s", self.name,
+                     server or "unknown", self.features or "none")
+        return self.features
+
     async def start(self) -> None:
-        """First ping, then registration: the Node appears with the right Ready from the start."""
+        """First ping, then registration: the Node appears with the right Ready (and declared
+        features) from the start."""
         await self.check_plugin()
+        await self.decide_features()
         await self.register()

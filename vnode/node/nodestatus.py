@@ -4,7 +4,7 @@ apiserver's copy right. Pure.
 Ownership on the Node: vnode sets its labels but never removes labels others added; it owns every
 taint except the system ones other controllers manage (`node.kubernetes.io/*`, e.g. the KCM's
 not-ready/unreachable taints); it owns the status conditions it reports, capacity/allocatable,
-addresses, daemon endpoints and nodeInfo.
+addresses, daemon endpoints, nodeInfo and declaredFeatures.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import Any
 
 from plugin_client.models import PingResponse
 from vnode.kube.quantity import QuantityError, is_non_negative_integer, parse_quantity
+from vnode.kube.version import ServerVersion
 from vnode.settings import (
     ACCELERATOR_MODEL_LABELS,
     NO_SCHEDULE_TAINT_KEY,
@@ -34,6 +35,12 @@ SYSTEM_TAINT_PREFIXES = ("node.kubernetes.io/", "node.cloudprovider.kubernetes.i
 NO_SCHEDULE_TAINT = {"key": NO_SCHEDULE_TAINT_KEY, "value": "true", "effect": "NoSchedule"}
 CONDITION_TYPES = ("Ready", "MemoryPressure", "DiskPressure", "PIDPressure", "NetworkUnavailable",
                    "InterlinkConnectivity")
+# The feature a node declares so a 1.36+ apiserver passes exec's WebSocket through (KEP-4006);
+# the declared name is the feature gate's name.
+WEBSOCKET_FEATURE = "ExtendWebSocketsToKubelet"
+# Node.status.declaredFeatures is beta (on) from 1.36; 1.35 has it alpha (off) and drops it, so
+# declaring there would make every check see a difference and patch.
+DECLARED_FEATURES_SINCE = ServerVersion(1, 36)
 
 
 @dataclass(frozen=True)
@@ -195,11 +202,25 @@ def conditions(health: PluginHealth, now: str, old: Sequence[Mapping[str, Any]])
     ]
 
 
+def declared_features(settings: Settings, server: ServerVersion | None) -> list[str]:
+    """What the Node lists in status.declaredFeatures: sorted and unique, as the apiserver
+    requires. The agent owns the whole list. ExtendWebSocketsToKubelet needs a kubelet endpoint,
+    the setting, and an apiserver (1.36+) that keeps the field."""
+    features: set[str] = set()
+    kubelet = settings.kubelet
+    if (kubelet.enabled and kubelet.declare_websocket and server is not None
+            and server >= DECLARED_FEATURES_SINCE):
+        features.add(WEBSOCKET_FEATURE)
+    return sorted(features)
+
+
 def desired_status(settings: Settings, health: PluginHealth, now: str, version: str,
-                   current: Mapping[str, Any] | None = None) -> Obj:
+                   current: Mapping[str, Any] | None = None,
+                   features: Sequence[str] = ()) -> Obj:
+    """`features`: declaredFeatures (from `declared_features`); none leaves the field out."""
     current = current or {}
     cap = capacity(settings, health.ping)
-    return {
+    status: Obj = {
         "capacity": dict(cap),
         "allocatable": dict(cap),
         "conditions": conditions(health, now, current.get("conditions") or []),
@@ -207,6 +228,9 @@ def desired_status(settings: Settings, health: PluginHealth, now: str, version: 
         "daemonEndpoints": {"kubeletEndpoint": {"Port": settings.kubelet.port}},
         "nodeInfo": node_info(version),
     }
+    if features:
+        status["declaredFeatures"] = sorted(set(features))
+    return status
 
 
 def node_info(version: str) -> dict[str, str]:
@@ -216,7 +240,8 @@ def node_info(version: str) -> dict[str, str]:
             "operatingSystem": "linux", "architecture": "amd64"}
 
 
-def new_node(settings: Settings, health: PluginHealth, now: str, version: str) -> Obj:
+def new_node(settings: Settings, health: PluginHealth, now: str, version: str,
+             features: Sequence[str] = ()) -> Obj:
     """The Node to create when none exists."""
     spec: Obj = {"taints": managed_taints(settings, health.ping)}
     if settings.node.pod_cidr:
@@ -226,7 +251,7 @@ def new_node(settings: Settings, health: PluginHealth, now: str, version: str) -
         "apiVersion": "v1", "kind": "Node",
         "metadata": {"name": settings.node.name, "labels": node_labels(settings)},
         "spec": spec,
-        "status": desired_status(settings, health, now, version),
+        "status": desired_status(settings, health, now, version, features=features),
     }
 
 
@@ -274,8 +299,9 @@ def status_patch(node: Mapping[str, Any], desired: Mapping[str, Any], *, heartbe
                  ) -> Obj | None:
     """SMP for nodes/status, or None when nothing material changed and no heartbeat is due.
 
-    Material: a condition's status/reason/message, capacity, addresses, endpoints, nodeInfo.
-    Heartbeat times alone are written only when `heartbeat` is set (at least every 60 s).
+    Material: a condition's status/reason/message, capacity, addresses, endpoints, nodeInfo,
+    declaredFeatures. Heartbeat times alone are written only when `heartbeat` is set (at least
+    every 60 s).
     """
     current = node.get("status", {})
     patch: Obj = {}
@@ -296,6 +322,11 @@ def status_patch(node: Mapping[str, Any], desired: Mapping[str, Any], *, heartbe
         patch["addresses"] = [{"type": t, "address": a} for t, a in want_addrs]
         stale = {t for t, a in have_addrs if (t, a) not in want_addrs and t not in dict(want_addrs)}
         patch["addresses"] += [{"type": t, "$patch": "delete"} for t in sorted(stale)]
+    have_features = list(current.get("declaredFeatures") or [])
+    want_features = list(desired.get("declaredFeatures") or [])
+    if have_features != want_features:
+        # An atomic list: the patch replaces it whole; null removes it (the setting turned off).
+        patch["declaredFeatures"] = want_features or None
     have_conds = {str(c.get("type")): c for c in current.get("conditions") or []}
     changed = any(_material(have_conds.get(c["type"], {})) != _material(c)
                   for c in desired["conditions"])
