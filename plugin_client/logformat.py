@@ -26,11 +26,21 @@ from typing import Any, Literal, TextIO
 
 from opentelemetry import trace
 
-__all__ = ["FORMATS", "JsonFormatter", "TextFormatter", "configure_logging", "level_for", "pod_fields"]
+__all__ = [
+    "FORMATS",
+    "JOB_ID_ANNOTATION",
+    "JsonFormatter",
+    "TextFormatter",
+    "configure_logging",
+    "level_for",
+    "pod_fields",
+    "pod_fields_of",
+]
 
 LogFormat = Literal["text", "json"]
 FORMATS: tuple[LogFormat, ...] = ("text", "json")
 POD_KEYS = ("pod_namespace", "pod_name", "pod_uid", "job_id")
+JOB_ID_ANNOTATION = "JobID"  # interLink's annotation: where the agent records a pod's job id
 
 
 def level_for(verbose: bool, errors_only: bool) -> int:
@@ -45,6 +55,22 @@ def level_for(verbose: bool, errors_only: bool) -> int:
 def pod_fields(namespace: str, name: str, uid: str, job_id: str = "") -> dict[str, str]:
     """``extra=`` for a log call about a pod."""
     return {"pod_namespace": namespace, "pod_name": name, "pod_uid": uid, "job_id": job_id}
+
+
+def pod_fields_of(pod: Mapping[str, Any], job_id: str = "") -> dict[str, str]:
+    """``extra=`` for a log call about the pod dict ``pod``: its namespace/name/uid, and the job id
+    (``job_id``, else the pod's JobID annotation). Missing or malformed fields become ``""``."""
+    meta = pod.get("metadata") if isinstance(pod, Mapping) else None
+    if not isinstance(meta, Mapping):
+        meta = {}
+    annotations = meta.get("annotations")
+    if not job_id and isinstance(annotations, Mapping):
+        job_id = _text(annotations.get(JOB_ID_ANNOTATION))
+    return pod_fields(_text(meta.get("namespace")), _text(meta.get("name")), _text(meta.get("uid")), job_id)
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else ""
 
 
 def _pod_values(record: logging.LogRecord) -> dict[str, str]:

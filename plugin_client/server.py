@@ -65,6 +65,7 @@ from .errors import (
     WireFormatError,
     one_line,
 )
+from .logformat import pod_fields, pod_fields_of
 from .models import (
     CreateStruct,
     ExecRequest,
@@ -164,6 +165,9 @@ class UsageBackend(Protocol):
 BACKEND: web.AppKey[PluginBackend] = web.AppKey("plugin_backend", PluginBackend)
 _BACKGROUND: web.AppKey[set[asyncio.Task[Any]]] = web.AppKey("plugin_background")
 _TRACER: web.AppKey[Any] = web.AppKey("plugin_tracer")
+# The pod a request is about (create, delete, logs, exec), for the lines the middleware and the
+# abandoned-call callback write about it.
+_POD_LOG_FIELDS: web.RequestKey[dict[str, str]] = web.RequestKey("plugin_pod_log_fields", dict)
 
 
 def make_app(backend: PluginBackend, *, tracer_provider: Any = None) -> web.Application:
@@ -228,13 +232,14 @@ async def _error_middleware(request: web.Request, handler: Any) -> web.StreamRes
         raise
     except PluginError as error:
         status = _status_for(error)
+        fields = request.get(_POD_LOG_FIELDS, {})
         if status >= 500:
-            log.warning("%s %s -> %d: %s", request.method, request.path, status, error.message)
+            log.warning("%s %s -> %d: %s", request.method, request.path, status, error.message, extra=fields)
         else:
-            log.info("%s %s -> %d: %s", request.method, request.path, status, error.message)
+            log.info("%s %s -> %d: %s", request.method, request.path, status, error.message, extra=fields)
         return _text(status, error.message)
     except Exception as error:  # one bad request must not take the plugin down
-        log.exception("%s %s failed", request.method, request.path)
+        log.exception("%s %s failed", request.method, request.path, extra=request.get(_POD_LOG_FIELDS, {}))
         return _text(500, f"internal error: {type(error).__name__}: {error}")
 
 
@@ -276,18 +281,19 @@ async def _run_to_completion(request: web.Request, work: Awaitable[Any]) -> Any:
     except asyncio.CancelledError:
         if not task.done():
             where = f"{request.method} {request.path}"
-            task.add_done_callback(lambda done: _log_abandoned(where, done))
+            fields = request.get(_POD_LOG_FIELDS, {})
+            task.add_done_callback(lambda done: _log_abandoned(where, done, fields))
         raise
 
 
-def _log_abandoned(where: str, task: asyncio.Task[Any]) -> None:
+def _log_abandoned(where: str, task: asyncio.Task[Any], fields: dict[str, str]) -> None:
     # Nobody receives this answer any more, so it is logged here or nowhere.
     if task.cancelled():
-        log.warning("%s: cancelled after its caller left", where)
+        log.warning("%s: cancelled after its caller left", where, extra=fields)
     elif task.exception() is not None:
-        log.warning("%s failed after its caller left: %s", where, task.exception())
+        log.warning("%s failed after its caller left: %s", where, task.exception(), extra=fields)
     else:
-        log.info("%s finished after its caller left", where)
+        log.info("%s finished after its caller left", where, extra=fields)
 
 
 async def _wait_background(app: web.Application) -> None:
@@ -310,8 +316,10 @@ async def _create(request: web.Request) -> web.Response:
         document, path = document[0], "[0]"
     data = RetrievedPodData.from_wire(document, path)
     _annotate_pod(data.ref.namespace, data.ref.name, data.ref.uid)
+    request[_POD_LOG_FIELDS] = pod_fields(data.ref.namespace, data.ref.name, data.ref.uid)
     result: CreateStruct = await _run_to_completion(request, request.app[BACKEND].create(data))
-    log.info("created %s as job %s", data.ref, result.pod_jid)
+    log.info("created %s as job %s", data.ref, result.pod_jid,
+             extra=pod_fields(data.ref.namespace, data.ref.name, data.ref.uid, result.pod_jid))
     return _json([result] if wrapped else result)
 
 
@@ -321,6 +329,7 @@ async def _delete(request: web.Request) -> web.Response:
         raise WireFormatError("", "expected a v1.Pod object")
     ref = pod_ref(document)
     _annotate_pod(ref.namespace, ref.name, ref.uid)
+    request[_POD_LOG_FIELDS] = pod_fields_of(document)
     await _run_to_completion(request, request.app[BACKEND].delete(document))
     return _text(200, f"pod {pod_ref(document)} deleted")
 
@@ -343,6 +352,7 @@ async def _status(request: web.Request) -> web.Response:
 async def _logs(request: web.Request) -> web.StreamResponse:
     document = parse_json(await _body(request))
     log_request = LogStruct.from_wire(document)
+    request[_POD_LOG_FIELDS] = pod_fields(log_request.namespace, log_request.pod_name, log_request.pod_uid)
     produced = request.app[BACKEND].logs(log_request)
     stream: AsyncIterator[bytes] = await produced if inspect.isawaitable(produced) else produced
     chunks = stream.__aiter__()
@@ -481,6 +491,7 @@ async def _exec(request: web.Request) -> web.StreamResponse:
     backend = request.app[BACKEND]
     assert isinstance(backend, ExecBackend)
     exec_request = ExecRequest.from_query(request.query)
+    request[_POD_LOG_FIELDS] = _exec_fields(exec_request)
     ws = web.WebSocketResponse(
         protocols=(channel.V5_PROTOCOL, channel.V4_PROTOCOL), heartbeat=EXEC_HEARTBEAT_SECONDS
     )
@@ -522,16 +533,22 @@ def _announce_channel(request: ExecRequest) -> int:
     return channel.ERROR
 
 
+def _exec_fields(request: ExecRequest) -> dict[str, str]:
+    return pod_fields(request.namespace, request.pod_name, request.pod_uid)
+
+
 async def _read_exec_input(ws: web.WebSocketResponse, session: ServerExecSession) -> None:
+    fields = _exec_fields(session.request)
     try:
         async for message in ws:
             if message.type != WSMsgType.BINARY:
-                log.info("exec %s: closing on unexpected %s message", session.request.pod_name, message.type.name)
+                log.info("exec %s: closing on unexpected %s message", session.request.pod_name, message.type.name,
+                         extra=fields)
                 break
             try:
                 await session._feed(message.data)
             except channel.ChannelProtocolError as error:
-                log.info("exec %s: %s", session.request.pod_name, error)
+                log.info("exec %s: %s", session.request.pod_name, error, extra=fields)
                 break
     finally:
         session._end()
@@ -544,7 +561,8 @@ def _exec_status(request: ExecRequest, command: asyncio.Future[int]) -> dict[str
     if error is None:
         code = command.result()
         if isinstance(code, bool) or not isinstance(code, int):
-            log.error("exec backend returned %r instead of an exit code", code)
+            log.error("exec in %s/%s: the backend returned %r instead of an exit code", request.namespace,
+                      request.pod_name, code, extra=_exec_fields(request))
             return channel.status_failure("plugin returned no exit code")
         return channel.status_exit_code(code)
     if isinstance(error, ExecSessionClosed):
@@ -552,7 +570,7 @@ def _exec_status(request: ExecRequest, command: asyncio.Future[int]) -> dict[str
     if isinstance(error, PluginError):
         return channel.status_failure(one_line(error.message))
     log.error(
-        "exec in %s/%s failed", request.namespace, request.pod_name, exc_info=error
+        "exec in %s/%s failed", request.namespace, request.pod_name, exc_info=error, extra=_exec_fields(request)
     )
     return channel.status_failure(f"{type(error).__name__}: {one_line(str(error))}")
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 from vnode.kubelet import status
@@ -69,8 +69,9 @@ class ResizeDecoder:
 class InputPump:
     """Client → backend: stdin bytes, stdin EOF and resizes, in arrival order."""
 
-    def __init__(self) -> None:
+    def __init__(self, log_fields: Mapping[str, str] | None = None) -> None:
         self._queue: asyncio.Queue[InputItem] = asyncio.Queue(INPUT_QUEUE_ITEMS)
+        self._log_fields = dict(log_fields or {})  # the pod's, for its lines (logformat.pod_fields)
         self._eof_sent = False
         self._closed = False
 
@@ -113,19 +114,20 @@ class InputPump:
             # Any backend failure (process exited, pipe closed, plugin stream gone) only ends
             # stdin; the output side reports how the command ended.
             except Exception as exc:  # noqa: BLE001
-                log.debug("stdin forwarding stopped: %s", exc)
+                log.debug("stdin forwarding stopped: %s", exc, extra=self._log_fields)
                 stdin_open = False
 
 
 async def start_backend(
-    start: Callable[[], Awaitable[ExecSession]], what: str
+    start: Callable[[], Awaitable[ExecSession]], what: str, log_fields: Mapping[str, str] | None = None
 ) -> tuple[ExecSession | None, status.Status | None]:
-    """Start the backend session, or explain in a Status why not."""
+    """Start the backend session, or explain in a Status why not (``log_fields``: the pod's, see
+    ``plugin_client.logformat.pod_fields``)."""
     try:
         return await start(), None
     except ExecNotSupported as exc:
         message = str(exc) or f"{what} not supported by this plugin"
         return None, status.failure(message, reason="BadRequest", code=400)
     except Exception as exc:
-        log.exception("%s failed to start", what)
+        log.exception("%s failed to start", what, extra=dict(log_fields or {}))
         return None, status.failure(f"{what} failed: {exc}")

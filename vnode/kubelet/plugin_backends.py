@@ -23,6 +23,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from plugin_client import errors as plugin_errors
 from plugin_client.channel import ExecResult
+from plugin_client.logformat import pod_fields
 from plugin_client.models import ExecRequest, LogOpts, LogStruct
 from plugin_client.usage import ContainerUsage, PodUsage
 from vnode.kubelet.backends import (
@@ -206,9 +207,10 @@ class PluginExecClient(Protocol):
 class _Session:
     """One plugin exec session seen as the front's :class:`~vnode.kubelet.backends.ExecSession`."""
 
-    def __init__(self, session: PluginExecSession, what: str) -> None:
+    def __init__(self, session: PluginExecSession, what: str, log_fields: Mapping[str, str]) -> None:
         self._session = session
         self._what = what
+        self._log_fields = log_fields  # the pod's (logformat.pod_fields)
 
     async def send_stdin(self, data: bytes) -> None:
         await self._session.send_stdin(data)
@@ -226,7 +228,7 @@ class _Session:
     async def wait(self) -> int:
         result = await self._session.wait()
         if result.exit_code is None:
-            log.info("%s ended without an exit code: %s", self._what, result.message)
+            log.info("%s ended without an exit code: %s", self._what, result.message, extra=self._log_fields)
             raise ExecFailed(result.message, status=result.status)
         return result.exit_code
 
@@ -257,7 +259,7 @@ class PluginExec:
             session = await self._plugin.exec(request)
         except plugin_errors.ExecNotSupported as error:
             raise ExecNotSupported(error.message) from error
-        return _Session(session, what)
+        return _Session(session, what, pod_fields(spec.namespace, spec.pod, spec.pod_uid))
 
     async def attach(self, spec: ExecSpec) -> _Session:
         raise ExecNotSupported(

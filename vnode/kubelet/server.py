@@ -29,6 +29,7 @@ from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind
 from wsproto.utilities import generate_accept_token
 
+from plugin_client.logformat import pod_fields_of
 from vnode.kubelet import requests as rq
 from vnode.kubelet import resourcemetrics, status, streamprotocol
 from vnode.kubelet.auth import Forbidden, RequestAuthority, Unauthenticated
@@ -337,13 +338,13 @@ class KubeletServer:
             raise HttpError(405, "containerLogs supports GET only")
         ref = rq.parse_pod_ref(request.target.path, allow_uid=False)
         options = rq.parse_log_options(request.target.query)
-        await self._find(ref)
+        fields = pod_fields_of(await self._find(ref))
         try:
             stream = await self._logs.logs(ref.namespace, ref.pod, ref.container, options)
         except NotFound as exc:
             raise HttpError(404, str(exc)) from exc
         except BackendError as exc:
-            log.warning("logs of %s/%s/%s: %s", ref.namespace, ref.pod, ref.container, exc)
+            log.warning("logs of %s/%s/%s: %s", ref.namespace, ref.pod, ref.container, exc, extra=fields)
             raise HttpError(exc.status, str(exc)) from exc
         await http.send(
             h11.Response(
@@ -356,7 +357,8 @@ class KubeletServer:
         except BackendError as exc:
             # Headers are out: the only way left to say "incomplete" is to drop the connection
             # without the terminating chunk, which the apiserver passes on as an error.
-            log.warning("logs of %s/%s/%s broke off: %s", ref.namespace, ref.pod, ref.container, exc)
+            log.warning("logs of %s/%s/%s broke off: %s", ref.namespace, ref.pod, ref.container, exc,
+                        extra=fields)
             raise ClientGone(f"log stream failed: {exc}") from exc
         await http.send(h11.EndOfMessage())
 
@@ -379,10 +381,11 @@ class KubeletServer:
             tty=options.tty,
         )
         upgrade = (request.header("upgrade") or "").lower()
+        fields = pod_fields_of(pod)
         if upgrade == "spdy/3.1":
-            return await self._upgrade_spdy(http, request, spec, options, what)
+            return await self._upgrade_spdy(http, request, spec, options, what, fields)
         if upgrade == "websocket":
-            return await self._upgrade_websocket(http, request, spec, options, what)
+            return await self._upgrade_websocket(http, request, spec, options, what, fields)
         raise HttpError(400, f"{what} needs a connection upgrade to SPDY/3.1 or websocket")
 
     def _starter(self, spec: ExecSpec, what: str) -> Callable[[], Awaitable[ExecSession]]:
@@ -397,6 +400,7 @@ class KubeletServer:
         spec: ExecSpec,
         options: rq.ExecOptions,
         what: str,
+        fields: dict[str, str],
     ) -> bool:
         key = request.header("sec-websocket-key")
         if not key or request.header("sec-websocket-version") != "13":
@@ -417,10 +421,10 @@ class KubeletServer:
         ])
         self.upgrades["websocket", protocol] += 1
         log.info("%s %s/%s/%s %s over WebSocket %s", what, spec.namespace, spec.pod,
-                 spec.container, list(spec.command), protocol)
+                 spec.container, list(spec.command), protocol, extra=fields)
         session = WebSocketExecSession(
             http.reader, http.writer, protocol=protocol, options=options,
-            start=self._starter(spec, what), what=what,
+            start=self._starter(spec, what), what=what, log_fields=fields,
         )
         await session.run(trailing)
         return True
@@ -432,6 +436,7 @@ class KubeletServer:
         spec: ExecSpec,
         options: rq.ExecOptions,
         what: str,
+        fields: dict[str, str],
     ) -> bool:
         offered = request.headers.get("x-stream-protocol-version", [])
         try:
@@ -445,7 +450,7 @@ class KubeletServer:
         self.upgrades["spdy", protocol] += 1
         log.info(
             "%s %s/%s/%s %s over SPDY %s", what, spec.namespace, spec.pod, spec.container,
-            list(spec.command), protocol,
+            list(spec.command), protocol, extra=fields,
         )
         session = SpdyExecSession(
             http.reader,
@@ -454,6 +459,7 @@ class KubeletServer:
             options=options,
             start=self._starter(spec, what),
             what=what,
+            log_fields=fields,
             stream_creation_timeout=self.settings.stream_creation_timeout,
         )
         await session.run(trailing)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 
 from vnode import spdy
 from vnode.kubelet import status, streamprotocol
@@ -55,6 +55,7 @@ class SpdyExecSession:
         options: ExecOptions,
         start: Callable[[], Awaitable[ExecSession]],
         what: str = "exec",
+        log_fields: Mapping[str, str] | None = None,
         stream_creation_timeout: float = STREAM_CREATION_TIMEOUT,
         linger: float = LINGER,
     ) -> None:
@@ -64,6 +65,7 @@ class SpdyExecSession:
         self._options = options
         self._start = start
         self._what = what
+        self._log_fields = dict(log_fields or {})  # the pod's, for its lines (logformat.pod_fields)
         self._stream_timeout = stream_creation_timeout
         self._linger = linger
         self._conn = spdy.Connection(spdy.Role.SERVER)
@@ -71,7 +73,7 @@ class SpdyExecSession:
         self._expected = expected_streams(options, protocol)
         self._ready = asyncio.Event()
         self._peer_gone = asyncio.Event()
-        self._input = InputPump()
+        self._input = InputPump(self._log_fields)
         self._resize = ResizeDecoder()
 
     # ---- writing ------------------------------------------------------------------------
@@ -94,11 +96,11 @@ class SpdyExecSession:
                 if not data:
                     return
         except spdy.ProtocolError as exc:
-            log.warning("%s: SPDY protocol error from client: %s", self._what, exc)
+            log.warning("%s: SPDY protocol error from client: %s", self._what, exc, extra=self._log_fields)
             with contextlib.suppress(ConnectionError):
                 await self._write(self._conn.goaway(spdy.GoAwayStatus.PROTOCOL_ERROR))
         except ConnectionError as exc:
-            log.debug("%s: client connection lost: %s", self._what, exc)
+            log.debug("%s: client connection lost: %s", self._what, exc, extra=self._log_fields)
         finally:
             self._peer_gone.set()
 
@@ -124,7 +126,7 @@ class SpdyExecSession:
         kind = (event.headers.get("streamtype") or [""])[0]
         await self._write(self._conn.reply(event.stream_id))
         if kind not in self._expected or kind in self._streams:
-            log.warning("%s: ignoring unexpected stream type %r", self._what, kind)
+            log.warning("%s: ignoring unexpected stream type %r", self._what, kind, extra=self._log_fields)
             return
         self._streams[kind] = event.stream_id
         if kind == "stdin" and event.fin:
@@ -143,12 +145,12 @@ class SpdyExecSession:
                     return  # the client left (or broke the protocol) before opening its streams
                 log.warning(
                     "%s: timed out waiting for client to create streams (have %s, want %s)",
-                    self._what, sorted(self._streams), sorted(self._expected),
+                    self._what, sorted(self._streams), sorted(self._expected), extra=self._log_fields,
                 )
                 with contextlib.suppress(ConnectionError):
                     await self._write(self._conn.goaway())
                 return
-            session, failed = await start_backend(self._start, self._what)
+            session, failed = await start_backend(self._start, self._what, self._log_fields)
             if session is None:
                 assert failed is not None
                 await self._finish(failed)
@@ -161,7 +163,7 @@ class SpdyExecSession:
             if code is not None:
                 await self._finish(status.for_exit(code))
         except ConnectionError as exc:
-            log.debug("%s: client connection lost while writing: %s", self._what, exc)
+            log.debug("%s: client connection lost while writing: %s", self._what, exc, extra=self._log_fields)
         finally:
             if session is not None:
                 await session.close()

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 
 from wsproto.connection import Connection, ConnectionType
 from wsproto.events import BytesMessage, CloseConnection, Event, Ping, TextMessage
@@ -44,6 +44,7 @@ class WebSocketExecSession:
         options: ExecOptions,
         start: Callable[[], Awaitable[ExecSession]],
         what: str = "exec",
+        log_fields: Mapping[str, str] | None = None,
         linger: float = LINGER,
     ) -> None:
         self._reader = reader
@@ -52,9 +53,10 @@ class WebSocketExecSession:
         self._options = options
         self._start = start
         self._what = what
+        self._log_fields = dict(log_fields or {})  # the pod's, for its lines (logformat.pod_fields)
         self._linger = linger
         self._ws: Connection | None = None
-        self._input = InputPump()
+        self._input = InputPump(self._log_fields)
         self._peer_gone = asyncio.Event()
         self._message = bytearray()
 
@@ -82,7 +84,7 @@ class WebSocketExecSession:
                         await self._on_event(event)
                     return
         except (ConnectionError, channel.ChannelProtocolError) as exc:
-            log.info("%s: WebSocket client error: %s", self._what, exc)
+            log.info("%s: WebSocket client error: %s", self._what, exc, extra=self._log_fields)
         finally:
             self._peer_gone.set()
 
@@ -126,7 +128,7 @@ class WebSocketExecSession:
             first = channel.STDOUT if self._options.stdout else (
                 channel.STDERR if self._options.stderr else channel.ERROR)
             await self._send_channel(first, b"")
-            session, failed = await start_backend(self._start, self._what)
+            session, failed = await start_backend(self._start, self._what, self._log_fields)
             if session is None:
                 assert failed is not None
                 await self._finish(failed)
@@ -139,7 +141,7 @@ class WebSocketExecSession:
             if code is not None:
                 await self._finish(status.for_exit(code))
         except ConnectionError as exc:
-            log.debug("%s: client connection lost while writing: %s", self._what, exc)
+            log.debug("%s: client connection lost while writing: %s", self._what, exc, extra=self._log_fields)
         finally:
             if session is not None:
                 await session.close()

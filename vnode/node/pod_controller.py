@@ -164,7 +164,7 @@ class PodController:
         self.tracer = tracer or trace.get_tracer(__name__)
         self.records: dict[str, PodRecord] = {}
         self.queue: WorkQueue[str] = WorkQueue(self._sync_supervised, workers=settings.pods.workers,
-                                               name="pods")
+                                               name="pods", log_fields=self._log_fields_of)
         ps = settings.pods
         self.create_backoff = Backoff(base=ps.create_backoff_base, factor=2.0,
                                       cap=ps.create_backoff_cap)
@@ -257,6 +257,10 @@ class PodController:
         await self.queue.stop()
 
     # -- the worker ----------------------------------------------------------------------------
+
+    def _log_fields_of(self, uid: str) -> dict[str, str]:
+        rec = self.records.get(uid)
+        return rec.log_fields if rec is not None else pod_fields("", "", uid)
 
     async def _sync_supervised(self, uid: str) -> None:
         rec = self.records.get(uid)

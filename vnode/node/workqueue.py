@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable, Mapping
 from typing import Generic, TypeVar
 
 from vnode.kube.retry import Backoff
@@ -31,12 +31,15 @@ K = TypeVar("K", bound=Hashable)
 
 class WorkQueue(Generic[K]):
     def __init__(self, handler: Callable[[K], Awaitable[None]], *, workers: int,
-                 name: str = "queue", error_backoff: Backoff | None = None) -> None:
+                 name: str = "queue", error_backoff: Backoff | None = None,
+                 log_fields: Callable[[K], Mapping[str, str]] | None = None) -> None:
         if workers < 1:
             raise ValueError("workers must be at least 1")
         self.handler = handler
         self.workers = workers
         self.name = name
+        # `extra=` for the lines about a key (a pod queue passes logformat.pod_fields of the pod).
+        self.log_fields = log_fields or (lambda key: {})
         # Backoff for keys whose handler raised: 0.5 s doubling to 5 min, like the kubelet's
         # pod-worker backoff cap.
         self.error_backoff = error_backoff or Backoff(base=0.5, factor=2.0, cap=300.0)
@@ -148,7 +151,7 @@ class WorkQueue(Generic[K]):
                 self._failures[key] = failures + 1
                 delay = self.error_backoff.delay(failures)
                 log.exception("%s: handling %s failed (attempt %d); retrying in %.1fs",
-                              self.name, key, failures + 1, delay)
+                              self.name, key, failures + 1, delay, extra=self.log_fields(key))
                 self.add_after(key, delay)  # before _done, so the queue never looks idle
                 self._done(key)
             else:

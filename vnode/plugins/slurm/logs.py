@@ -28,7 +28,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -354,8 +354,9 @@ class JobWatch:
     time, so that a slow answer (a squeue under load) never holds back the lines in between."""
 
     def __init__(self, job_over: Callable[[], Awaitable[bool]], interval: float,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, log_fields: Mapping[str, str] | None = None) -> None:
         self._ask = job_over
+        self._log_fields = dict(log_fields or {})  # the pod's (logformat.pod_fields)
         self._interval = interval
         self._clock = clock
         self._next = clock()
@@ -370,7 +371,7 @@ class JobWatch:
             if not task.cancelled():
                 error = task.exception()
                 if error is not None:
-                    log.warning("follow: could not tell whether the job is over: %s", error)
+                    log.warning("follow: could not tell whether the job is over: %s", error, extra=self._log_fields)
                 elif task.result():
                     self.over = True
         if not self.over and self._task is None and self._clock() >= self._next:
@@ -395,8 +396,10 @@ def _follow_step(reader: LogReader, job_over: bool) -> tuple[bytes, bool, bool]:
 
 
 async def follow(files: LogFiles, opts: LogOpts, container_done: Callable[[], Awaitable[bool]], poll_seconds: float,
-                 now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> AsyncIterator[bytes]:
-    """Yield the log as it grows; ends after the container's last bytes."""
+                 now: Callable[[], datetime] = lambda: datetime.now(UTC), *,
+                 log_fields: Mapping[str, str] | None = None) -> AsyncIterator[bytes]:
+    """Yield the log as it grows; ends after the container's last bytes (``log_fields``: the pod's, for
+    the lines written about it)."""
     reader = LogReader(files, opts)
     await asyncio.to_thread(reader.start, True)
     yield b""  # answer at once (headers out) while the history is read
@@ -404,7 +407,7 @@ async def follow(files: LogFiles, opts: LogOpts, container_done: Callable[[], Aw
         async for chunk in _in_thread(reader.since_history(now(), following=True)):
             yield chunk
     # As often as the idle poll: the status poller's cache bounds the squeue rate, not this.
-    watch = JobWatch(container_done, poll_seconds)
+    watch = JobWatch(container_done, poll_seconds, log_fields=log_fields)
     delay = FOLLOW_FIRST_POLL
     try:
         while not reader.exhausted:

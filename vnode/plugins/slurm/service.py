@@ -321,7 +321,8 @@ class SlurmPlugin:
         try:
             disk.write_json(record.pod_dir, disk.FINAL_STATE_FILE, record.final, 0o644)
         except OSError as e:
-            log.warning("pod %s: cannot save the final job state: %s", record.uid, e)
+            log.warning("pod %s/%s uid %s: cannot save the final job state: %s", record.namespace, record.name,
+                        record.uid, e, extra=pod_fields(record.namespace, record.name, record.uid, record.job_id))
 
     # --- usage (plugin_client/USAGE.md) ----------------------------------------------------------
     async def usage(self, pods: list[KubeObject]) -> list[PodUsage]:
@@ -416,7 +417,8 @@ class SlurmPlugin:
                 return False
             return info is None or info.state.phase is Phase.FINISHED
 
-        async for chunk in follow(files, request.opts, job_over, self.config.log_poll_seconds):
+        async for chunk in follow(files, request.opts, job_over, self.config.log_poll_seconds,
+                                  log_fields=pod_fields(record.namespace, record.name, record.uid, record.job_id)):
             yield chunk
 
     # --- exec -------------------------------------------------------------------------------------
