@@ -29,7 +29,7 @@ from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind
 from wsproto.utilities import generate_accept_token
 
-from plugin_client.logformat import pod_fields_of
+from plugin_client.logformat import pod_fields, pod_fields_of
 from vnode.kubelet import requests as rq
 from vnode.kubelet import resourcemetrics, status, streamprotocol
 from vnode.kubelet.auth import Forbidden, RequestAuthority, Unauthenticated
@@ -268,12 +268,12 @@ class KubeletServer:
         try:
             user = await self._authority.authenticate(peercert, request.header("authorization"))
         except Unauthenticated as exc:
-            log.info("401 %s %s: %s", request.method, request.target.path, exc)
+            log.info("401 %s %s: %s", request.method, request.target.path, exc, extra=_path_fields(request.target))
             raise HttpError(401, "Unauthorized") from exc
         try:
             await self._authority.authorize(user, request.method, request.target)
         except Forbidden as exc:
-            log.info("403 %s %s: %s", request.method, request.target.path, exc)
+            log.info("403 %s %s: %s", request.method, request.target.path, exc, extra=_path_fields(request.target))
             raise HttpError(403, str(exc)) from exc
         kind = request.target.kind
         if kind == "healthz":
@@ -464,6 +464,18 @@ class KubeletServer:
         )
         await session.run(trailing)
         return True
+
+
+def _path_fields(target: rq.Target) -> dict[str, str]:
+    """``extra=`` for a line about a refused request: the pod its path names (logs, exec, attach),
+    as far as the path tells; the pod itself is not looked up for a client not yet allowed to see it."""
+    if target.kind not in ("logs", "exec", "attach"):
+        return {}
+    try:
+        ref = rq.parse_pod_ref(target.path, allow_uid=target.kind != "logs")
+    except rq.BadRequest:
+        return {}
+    return pod_fields(ref.namespace, ref.pod, ref.uid or "")
 
 
 def _protocol_refusal(exc: streamprotocol.NoCommonProtocol) -> HttpError:
