@@ -24,6 +24,7 @@ from plugin_client.models import RetrievedPodData
 from tests.fakeplugin import FakeBackend, FakePlugin
 from tests.kubelet_clients import Env, get, upgrade
 from tests.kubelet_support import InMemoryReviews, StaticPods, SubprocessExec, make_pod
+from tests.podlog_support import lines_missing_pod_fields
 from vnode import spdy
 from vnode.kubelet.auth import RequestAuthority
 from vnode.kubelet.backends import BackendError
@@ -238,3 +239,22 @@ async def test_slurm_follow_line_carries_the_pod_and_its_job(caplog: pytest.LogC
     await watch.close()
     (line,) = records_naming(caplog, "could not tell whether the job is over")
     assert fields_of(line) == {"pod_namespace": "team", "pod_name": "field-carrier", "pod_uid": UID, "job_id": "4711"}
+
+
+# ---- the integration tests' check -------------------------------------------------------------
+
+
+def test_a_json_line_naming_the_pod_without_its_fields_is_caught() -> None:
+    """The check the JSON-log integration tests run can fail: a line naming the pod by name or uid
+    without its fields, or without the job id once the job is submitted, is reported; a line about
+    another pod whose name only starts alike is not."""
+    carried = {"pod_namespace": "ns", "pod_name": "web", "pod_uid": UID}
+    lines = [
+        {"message": "created ns/web as job 7"},  # no fields at all
+        {"message": f"pod {UID}: queued", **carried},  # before the job: no job id needed
+        {"message": "submitted ns/web as job 7", **carried, "job_id": "7"},
+        {"message": "logs of ns/web/c broke off", **carried},  # after the job: its id is missing
+        {"message": "created ns/web-2 as job 8"},
+        {"message": "node vn-1 Ready"},
+    ]
+    assert lines_missing_pod_fields(lines, "ns", "web", UID, "7") == [lines[0], lines[3]]
