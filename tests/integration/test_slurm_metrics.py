@@ -1,8 +1,11 @@
 """The SLURM plugin's Prometheus /metrics, on its own listener, against the real testbed SLURM: the
-scrape parses with the Prometheus text parser and the counters move when a pod is created."""
+scrape parses with the Prometheus text parser and the counters move when a pod is created, deleted,
+measured (/usage: sstat while running, sacct once finished) and when a finished job has left the queue
+(status: sacct)."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from collections.abc import AsyncIterator
 from typing import Any
@@ -11,7 +14,8 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.integration.test_slurm_plugin import Plugin, make_pod, running
+from tests.conftest import Testbed
+from tests.integration.test_slurm_plugin import WAIT, Plugin, make_pod, running, terminated
 from tests.integration.test_slurm_plugin import plugin as plain_plugin  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.integration
@@ -24,9 +28,9 @@ def free_port() -> int:
 
 
 @pytest.fixture
-async def plugin(plain_plugin: Plugin) -> AsyncIterator[tuple[Plugin, str]]:  # noqa: F811
+async def plugin(plain_plugin: Plugin, testbed: Testbed) -> AsyncIterator[tuple[Plugin, str]]:  # noqa: F811
     port = free_port()
-    plain_plugin.extra_config = f"MetricsAddress: 127.0.0.1:{port}\n"
+    plain_plugin.extra_config = f"MetricsAddress: 127.0.0.1:{port}\nSstatPath: {testbed.slurm_bin_dir / 'sstat'}\n"
     await plain_plugin.stop()
     await plain_plugin.start()
     yield plain_plugin, f"http://127.0.0.1:{port}/metrics"
@@ -72,3 +76,53 @@ async def test_unknown_routes_are_counted_as_unmatched(plugin: tuple[Plugin, str
     after = await scrape(url)
     assert value(after["vnode_slurm_plugin_http_requests"], "vnode_slurm_plugin_http_requests_total",
                  route="unmatched", code="404") == 1
+
+
+COMMANDS = "vnode_slurm_command_duration_seconds"
+
+
+def runs(scraped: dict[str, list[Any]], command: str) -> float:
+    """How many times the plugin ran `command` successfully."""
+    return value(scraped[COMMANDS], f"{COMMANDS}_count", command=command, outcome="ok")
+
+
+async def test_delete_counts_scancel_and_usage_counts_sstat_then_sacct(plugin: tuple[Plugin, str]) -> None:
+    p, url = plugin
+    busy = make_pod("measured", containers=[{"name": "c", "image": "busybox", "command": ["sleep", "600"]}])
+    await p.create(busy)
+    await p.wait_for(busy, running, "the pod to run")
+    before = await scrape(url)
+    assert [u.uid for u in await p.c.usage([busy])] == [busy["metadata"]["uid"]]
+    measured = await scrape(url)
+    assert runs(measured, "sstat") == runs(before, "sstat") + 1  # one sstat for the running job
+    await p.c.delete(busy)
+    deleted = await scrape(url)
+    assert runs(deleted, "scancel") == runs(measured, "scancel") + 1
+
+    quick = make_pod("finished", containers=[{"name": "c", "image": "busybox", "command": ["true"]}])
+    await p.create(quick)
+    await p.wait_for(quick, terminated, "the pod to end")
+    ended = await scrape(url)
+    await p.c.usage([quick])  # a finished job's final CPU comes from accounting
+    after = await scrape(url)
+    assert runs(after, "sacct") == runs(ended, "sacct") + 1
+    assert runs(after, "sstat") == runs(ended, "sstat")  # nothing is running any more
+
+
+async def test_a_finished_job_that_left_the_queue_is_looked_up_with_sacct(plugin: tuple[Plugin, str], testbed: Testbed) -> None:
+    """Nobody asks for the pod's status until slurmctld has forgotten the finished job (MinJobAge on
+    the testbed): squeue no longer lists it, so the state comes from sacct."""
+    p, url = plugin
+    pod = make_pod("forgotten", containers=[{"name": "c", "image": "busybox", "command": ["true"]}])
+    job_id = await p.create(pod)
+    deadline = asyncio.get_running_loop().time() + 300 + WAIT  # MinJobAge (120 s) plus a generous bound
+    while (await testbed.arun([testbed.squeue, "-h", "--states=all", "-j", job_id, "-o", "%i"], check=False)).stdout.strip():
+        if asyncio.get_running_loop().time() > deadline:
+            pytest.fail(f"squeue still lists job {job_id}")
+        await asyncio.sleep(2)
+    before = await scrape(url)
+    status = await p.status(pod)
+    after = await scrape(url)
+    assert runs(after, "sacct") == runs(before, "sacct") + 1
+    assert status.jid == job_id and status.containers[0].state.terminated is not None  # type: ignore[index]
+    assert status.containers[0].state.terminated.exit_code == 0  # type: ignore[index]
