@@ -283,12 +283,17 @@ async def test_run_as_user_runs_the_job_as_that_user(testbed: Testbed) -> None:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-async def test_invalid_flags_fail_the_create_naming_the_flag(plugin: Plugin) -> None:
+@pytest.mark.parametrize(("flags", "named"), [
+    ("--partition=debug\n--wrap=evil", ["slurm-job.vk.io/flags", "'--wrap=evil'", "--wrap is not allowed"]),
+    ("--partition=debug --comment='one\ntwo'", ["slurm-job.vk.io/flags", "--comment=one\\ntwo", "control character"]),
+], ids=["refused-option", "newline-in-a-value"])
+async def test_invalid_flags_fail_the_create_naming_the_flag(plugin: Plugin, flags: str, named: list[str]) -> None:
     pod = make_pod("badflags", containers=[{"name": "a", "image": "busybox", "command": ["true"]}],
-                   annotations={"slurm-job.vk.io/flags": "--partition=debug\n--wrap=evil"})
+                   annotations={"slurm-job.vk.io/flags": flags})
     with pytest.raises(PermanentPluginError) as info:
         await plugin.create(pod)
-    assert "control character" in str(info.value) or "--wrap" in str(info.value)
+    assert all(part in str(info.value) for part in named), str(info.value)
+    assert "partition" not in str(info.value)  # the valid flag before it is not blamed
 
 
 async def test_sbatch_refusal_is_passed_back_with_its_message(plugin: Plugin) -> None:
