@@ -4,7 +4,9 @@ testbed apiserver, the in-test fake plugin and an in-test OTLP/gRPC collector. E
 JSON object; lines about the pod carry its namespace/name/uid/job id and the trace of the span they
 were written in; the spans reach the collector under the default service name, flushed at exit.
 With the real SLURM plugin tracing too, `kubectl logs` and `kubectl exec` are SERVER spans on the
-kubelet port with the plugin's own SERVER spans for the streams below them (one trace each)."""
+kubelet port with the plugin's own SERVER spans for the streams below them (one trace each). In both
+agents' JSON logs every line whose message names the pod (name or uid) carries its
+namespace/name/uid, and its job id once submitted."""
 
 from __future__ import annotations
 
@@ -35,8 +37,19 @@ from tests.integration.test_slurm_plugin import Plugin
 from tests.integration.test_slurm_plugin import plugin as plain_plugin  # noqa: F401  (fixture)
 from tests.otlp_support import CLIENT, INTERNAL, SERVER, Collector, Received
 from tests.otlp_support import collector as collector  # noqa: F401  (fixture)
+from tests.podlog_support import lines_missing_pod_fields
 
 pytestmark = pytest.mark.integration
+
+
+def json_lines(path: Path) -> list[dict[str, Any]]:
+    lines: list[dict[str, Any]] = []
+    for text in path.read_text().splitlines():
+        try:
+            lines.append(json.loads(text))
+        except ValueError:
+            pytest.fail(f"not a JSON log line: {text!r}")
+    return lines
 
 
 async def test_vnode_run_writes_json_lines_about_pods_and_exports_spans_from_otel_env(
@@ -45,7 +58,7 @@ async def test_vnode_run_writes_json_lines_about_pods_and_exports_spans_from_ote
     await wait_default_service_account(testbed, namespace)
     backend = FakeBackend()
     sockets = short_socket_dir()
-    node = unique("vn-obs")
+    node, name = unique("vn-obs"), unique("json-logged")
     async with FakePlugin(backend, f"unix://{sockets}/plugin.sock") as plugin:
         agent = agent_process(testbed, node, write_config(tmp_path / "vnode.yaml", plugin.url), tmp_path / "agent.log")
         agent.env.update({"VNODE_LOG_FORMAT": "json", "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
@@ -54,28 +67,27 @@ async def test_vnode_run_writes_json_lines_about_pods_and_exports_spans_from_ote
         try:
             await agent.start()
             await wait_ready(testbed, node)
-            await kapply(testbed, pod_manifest("logged", namespace, node))
-            pod = await wait_phase(testbed, namespace, "logged", "Running")
+            await kapply(testbed, pod_manifest(name, namespace, node))
+            pod = await wait_phase(testbed, namespace, name, "Running")
             uid, job_id = pod["metadata"]["uid"], pod["metadata"]["annotations"]["JobID"]
-            await testbed.akubectl("-n", namespace, "delete", "pod", "logged", "--wait=false")
-            await wait_gone(testbed, "pod", "logged", "-n", namespace)
+            await testbed.akubectl("-n", namespace, "delete", "pod", name, "--wait=false")
+            await wait_gone(testbed, "pod", name, "-n", namespace)
             assert await agent.terminate() == 0, agent.log_tail()
         finally:
             await agent.terminate()
             await cleanup_node(testbed, node)
             shutil.rmtree(sockets, ignore_errors=True)
 
-    lines: list[dict[str, Any]] = []
-    for text in (tmp_path / "agent.log").read_text().splitlines():
-        try:
-            lines.append(json.loads(text))
-        except ValueError:
-            pytest.fail(f"not a JSON log line: {text!r}")
+    lines = json_lines(tmp_path / "agent.log")
     assert all({"time", "level", "logger", "message"} <= line.keys() for line in lines)
     about = {line["message"].rsplit(": ", 1)[-1]: line for line in lines if line.get("pod_uid") == uid}
     assert {"submitted to plugin", "deleted remotely"} <= about.keys(), [line["message"] for line in lines]
     for line in about.values():
-        assert (line["pod_namespace"], line["pod_name"], line["job_id"]) == (namespace, "logged", job_id)
+        assert (line["pod_namespace"], line["pod_name"]) == (namespace, name)
+    assert about["submitted to plugin"]["job_id"] == about["deleted remotely"]["job_id"] == job_id
+    # Every line naming the pod, also those not looked for above (the event lines), and each with
+    # the job id once it was submitted.
+    assert lines_missing_pod_fields(lines, namespace, name, uid, job_id) == []
 
     # The spans were flushed before the process exited: no waiting needed.
     create = next(s for s in received.spans if s.name == "create pod" and s.attributes.get("k8s.pod.uid") == uid)
@@ -96,7 +108,8 @@ async def test_kubectl_logs_and_exec_are_kubelet_spans_with_the_plugins_streams_
     agent = agent_process(testbed, node, write_config(tmp_path / "vnode.yaml", f"unix://{traced_slurm.socket}"),
                           tmp_path / "agent.log")
     agent.env.update({"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint, "OTEL_EXPORTER_OTLP_INSECURE": "true",
-                      "OTEL_BSP_SCHEDULE_DELAY": "200", "OTEL_SERVICE_NAME": "vnode-agent"})
+                      "OTEL_BSP_SCHEDULE_DELAY": "200", "OTEL_SERVICE_NAME": "vnode-agent",
+                      "VNODE_LOG_FORMAT": "json"})
     try:
         await agent.start()
         await wait_ready(testbed, node)
@@ -130,3 +143,9 @@ async def test_kubectl_logs_and_exec_are_kubelet_spans_with_the_plugins_streams_
     finally:
         await agent.terminate()
         await cleanup_node(testbed, node)
+
+    # The kubelet front's lines (the exec it served) carry the pod too.
+    lines = json_lines(tmp_path / "agent.log")
+    assert any(line["logger"] == "vnode.kubelet.server" and line.get("pod_uid") == pod["metadata"]["uid"]
+               and line["message"].startswith("exec ") for line in lines), [line["message"] for line in lines]
+    assert lines_missing_pod_fields(lines, namespace, "talker", pod["metadata"]["uid"], pod["metadata"]["annotations"]["JobID"]) == []

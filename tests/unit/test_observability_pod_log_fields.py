@@ -26,6 +26,7 @@ from tests.kubelet_clients import Env, get, upgrade
 from tests.kubelet_support import InMemoryReviews, StaticPods, SubprocessExec, make_pod
 from tests.podlog_support import lines_missing_pod_fields
 from vnode import spdy
+from vnode.kube.events import NORMAL, EventRecorder
 from vnode.kubelet.auth import RequestAuthority
 from vnode.kubelet.backends import BackendError
 from vnode.kubelet.requests import LogOptions
@@ -258,3 +259,24 @@ def test_a_json_line_naming_the_pod_without_its_fields_is_caught() -> None:
         {"message": "node vn-1 Ready"},
     ]
     assert lines_missing_pod_fields(lines, "ns", "web", UID, "7") == [lines[0], lines[3]]
+
+
+# ---- the agent's event recorder ---------------------------------------------------------------
+
+
+def test_event_line_about_a_pod_carries_the_pod_and_the_job_id_its_controller_knows(
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="vnode.kube.events")
+    recorder = EventRecorder(client=None, host="node-under-test")  # type: ignore[arg-type]  # emit only queues
+    job_ids: dict[str, str] = {}
+    recorder.job_id_of = lambda uid: job_ids.get(uid, "")
+    job_ids[UID] = "4711"  # the pod's JobID annotation is not written yet
+    recorder.emit(POD, NORMAL, "Submitted", "Submitted as job 4711")
+    job_ids.clear()
+    recorder.emit(POD, NORMAL, "TokenNotRotated", "token expires soon")  # no job (yet): none
+    recorder.emit({"kind": "Node", "metadata": {"name": "vn-1", "uid": "n-1"}}, NORMAL, "NodeReady", "back")
+    submitted, token, node = caplog.records
+    assert fields_of(submitted) == {"pod_namespace": "team", "pod_name": "field-carrier", "pod_uid": UID,
+                                    "job_id": "4711"}
+    assert fields_of(token) == {"pod_namespace": "team", "pod_name": "field-carrier", "pod_uid": UID, "job_id": ""}
+    assert fields_of(node) == dict.fromkeys(POD_KEYS)  # a node event is about no pod

@@ -16,11 +16,12 @@ import logging
 import secrets
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
+from plugin_client.logformat import pod_fields, pod_fields_of
 from vnode.kube.client import MERGE_PATCH, KubeClient
 from vnode.kube.errors import Forbidden, KubeError, NotFound
 from vnode.kube.ratelimit import TokenBucket
@@ -77,6 +78,8 @@ class PendingEvent:
     reason: str
     message: str
     timestamp: str
+    # `extra=` of the lines about the event's pod (logformat.pod_fields); empty for other objects.
+    log_fields: Mapping[str, str] = field(default_factory=dict, compare=False)
 
 
 @dataclass
@@ -84,6 +87,15 @@ class _Seen:
     name: str
     namespace: str
     count: int
+
+
+def _pod_log_fields(obj: Mapping[str, Any] | ObjectRef, ref: ObjectRef, job_id: str) -> dict[str, str]:
+    """``extra=`` of an event's log lines: the pod's fields (logformat.pod_fields), none for other kinds."""
+    if ref.kind != "Pod":
+        return {}
+    if isinstance(obj, ObjectRef):
+        return pod_fields(ref.namespace, ref.name, ref.uid, job_id)
+    return pod_fields_of(obj, job_id)
 
 
 class EventRecorder:
@@ -103,12 +115,16 @@ class EventRecorder:
         self.bucket = TokenBucket(EVENT_QPS, EVENT_BURST)
         self.dropped = 0
         self.written = 0
+        # A pod's job id by uid, for the log lines (the pod controller sets it: it knows the id
+        # before the pod's JobID annotation is written); the annotation is the fallback.
+        self.job_id_of: Callable[[str], str] = lambda uid: ""
 
     def emit(self, obj: Mapping[str, Any] | ObjectRef, type_: str, reason: str, message: str) -> None:
         ref = obj if isinstance(obj, ObjectRef) else ObjectRef.of(obj)
-        event = PendingEvent(ref, type_, reason, message[:MAX_MESSAGE], self.clock())
+        fields = _pod_log_fields(obj, ref, self.job_id_of(ref.uid) if ref.kind == "Pod" else "")
+        event = PendingEvent(ref, type_, reason, message[:MAX_MESSAGE], self.clock(), fields)
         log.log(logging.WARNING if type_ == WARNING else logging.INFO, "event %s %s/%s: %s: %s",
-                type_, ref.namespace, ref.name, reason, message)
+                type_, ref.namespace, ref.name, reason, message, extra=fields)
         try:
             self._queue.put_nowait(event)
         except asyncio.QueueFull:
@@ -126,7 +142,7 @@ class EventRecorder:
                 # An event for a namespace being deleted (its pods went first) is expected noise.
                 level = logging.DEBUG if _namespace_gone(err) else logging.WARNING
                 log.log(level, "could not write event %s for %s/%s: %s", event.reason,
-                        event.ref.namespace, event.ref.name, err)
+                        event.ref.namespace, event.ref.name, err, extra=event.log_fields)
 
     async def flush(self) -> None:
         """Write everything queued now (used at shutdown and in tests)."""
@@ -135,7 +151,7 @@ class EventRecorder:
             try:
                 await self.write(event)
             except KubeError as err:
-                log.warning("could not write event %s: %s", event.reason, err)
+                log.warning("could not write event %s: %s", event.reason, err, extra=event.log_fields)
 
     async def write(self, event: PendingEvent) -> None:
         await self.bucket.acquire()

@@ -157,6 +157,9 @@ class PodController:
         self.objects = objects
         self.provider = provider
         self.recorder = recorder
+        # Event log lines carry the job id as soon as this controller knows it (before the pod's
+        # JobID annotation is written).
+        recorder.job_id_of = self._job_id_of
         self.ledger = ledger
         self.settings = settings
         self.node_allocatable = node_allocatable
@@ -257,6 +260,10 @@ class PodController:
         await self.queue.stop()
 
     # -- the worker ----------------------------------------------------------------------------
+
+    def _job_id_of(self, uid: str) -> str:
+        rec = self.records.get(uid)
+        return rec.job_id if rec is not None else ""
 
     def _log_fields_of(self, uid: str) -> dict[str, str]:
         rec = self.records.get(uid)
