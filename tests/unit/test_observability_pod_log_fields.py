@@ -27,6 +27,7 @@ from tests.kubelet_support import InMemoryReviews, StaticPods, SubprocessExec, m
 from tests.podlog_support import lines_missing_pod_fields
 from vnode import spdy
 from vnode.kube.events import NORMAL, EventRecorder
+from vnode.kube.informer import Informer
 from vnode.kubelet.auth import RequestAuthority
 from vnode.kubelet.backends import BackendError
 from vnode.kubelet.requests import LogOptions
@@ -280,3 +281,14 @@ def test_event_line_about_a_pod_carries_the_pod_and_the_job_id_its_controller_kn
                                     "job_id": "4711"}
     assert fields_of(token) == {"pod_namespace": "team", "pod_name": "field-carrier", "pod_uid": UID, "job_id": ""}
     assert fields_of(node) == dict.fromkeys(POD_KEYS)  # a node event is about no pod
+
+
+def test_pod_informer_handler_failure_line_carries_the_pod(caplog: pytest.LogCaptureFixture) -> None:
+    def broken(etype: str, obj: dict[str, Any]) -> None:
+        raise RuntimeError("consumer bug")
+
+    informer = Informer(None, "/api/v1/pods", broken, name="pods")  # type: ignore[arg-type]  # apply needs no client
+    annotated = {"metadata": {**POD["metadata"], "annotations": {"JobID": "4711"}}}  # type: ignore[dict-item]
+    informer.apply("MODIFIED", annotated)
+    (line,) = records_naming(caplog, "handler failed on MODIFIED")
+    assert fields_of(line) == {"pod_namespace": "team", "pod_name": "field-carrier", "pod_uid": UID, "job_id": "4711"}

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from plugin_client.logformat import pod_fields_of
 from vnode.kube.client import KubeClient
 from vnode.kube.errors import Gone, KubeError
 from vnode.kube.retry import Backoff
@@ -167,7 +168,8 @@ class Informer:
         try:
             self.handler(etype, obj)
         except Exception:  # a consumer bug must not stop the cache from following the server
-            log.exception("%s: handler failed on %s %s", self.name, etype, uid_of(obj))
+            fields = pod_fields_of(obj) if self._item_kind() == ("Pod", "v1") else {}
+            log.exception("%s: handler failed on %s %s", self.name, etype, uid_of(obj), extra=fields)
 
     def apply(self, etype: str, obj: Obj) -> None:
         """Apply one watch event to the cache and pass it on."""
