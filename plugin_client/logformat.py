@@ -4,8 +4,9 @@ carry the pod and job a line is about and the current trace.
 Levels follow interLink's config keys: ``VerboseLogging`` → DEBUG, ``ErrorsOnlyLogging`` → ERROR
 (verbose wins when both are set), otherwise INFO.
 
-A line about a pod passes ``extra=pod_fields(namespace, name, uid, job_id)``. In JSON each line is one
-object::
+A line about a pod passes ``extra=pod_fields(namespace, name, uid, job_id)`` (or ``pod_fields_of(pod)``
+for a pod dict, which reads the job id from its JobID annotation), with whatever of these is known
+where the line is written. In JSON each line is one object::
 
     {"time": "2026-11-25T21:00:00.123456Z", "level": "INFO", "logger": "vnode.plugins.slurm.service",
      "message": "...", "pod_namespace": "team", "pod_name": "burn", "pod_uid": "8d6f...", "job_id": "1426",

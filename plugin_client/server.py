@@ -36,6 +36,10 @@ caller's W3C trace context (``traceparent``; see :mod:`.tracing`), with the pod'
 and delete; the backend's own spans (a SLURM command) become its children. A no-op unless tracing is
 set up.
 
+Log lines about a pod (the create line, the refusal of a create, delete, getLogs or exec, an exec
+session's lines) carry its namespace/name/uid, and the job id where known, as
+:func:`.logformat.pod_fields`.
+
 A create, delete or status call runs to completion even when the caller disconnects (as in Go's
 net/http), so a submitted job is never abandoned half-way; a log stream or exec session ends with
 its client.
