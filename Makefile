@@ -23,7 +23,7 @@ test-unit:
 	$(PYTHON) -m pytest -m "not integration" tests
 
 # Benchmarks, not tests: 100/1000/5000-pod bursts on a stub plugin, then a real-SLURM run (needs the
-# testbed; 8-30 min here, depending on load). Writes bench/results/<stamp>/, bench/plots/*.png and BENCHMARKS.md.
+# testbed; 4 min at load 1-3 here, up to 30 min on a busy machine). Writes bench/results/<stamp>/, bench/plots/*.png and BENCHMARKS.md.
 .PHONY: bench
 bench: setup
 	$(PYTHON) -m pip install -q --root-user-action=ignore -e '.[bench]'
