@@ -30,7 +30,8 @@ import asyncio
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -287,10 +288,17 @@ class PluginClient:
         """Start a log stream. Errors are raised here, before any byte; iterate the result for the
         bytes (with ``Follow`` it lasts until the plugin ends it or :meth:`LogStream.aclose`).
         The observer sees the time to the start of the stream (a followed stream has no end)."""
+        with self._observed("logs"):
+            return await self._logs(request)
+
+    @contextmanager
+    def _observed(self, op: str) -> Iterator[None]:
+        """Report one call to the observer: its op, outcome ("ok", "cancelled" or the PluginError's
+        class name) and duration."""
         started = time.monotonic()
         outcome = "ok"
         try:
-            return await self._logs(request)
+            yield
         except PluginError as error:
             outcome = type(error).__name__
             raise
@@ -299,7 +307,7 @@ class PluginClient:
             raise
         finally:
             if self.observer is not None:
-                self.observer("logs", outcome, time.monotonic() - started)
+                self.observer(op, outcome, time.monotonic() - started)
 
     async def _logs(self, request: LogStruct) -> LogStream:
         route = self.routes["logs"]
@@ -408,23 +416,14 @@ class PluginClient:
         with self._tracer.start_as_current_span(
             f"{route.method} {route.path}", kind=SpanKind.CLIENT,
             attributes={"http.request.method": route.method, "url.path": route.path, "vnode.plugin.op": op},
-        ) as span:
-            started = time.monotonic()
-            outcome = "ok"
+        ) as span, self._observed(op):
             try:
                 return await self._call_in_span(op, route, body, timeout)
             except PluginError as error:
-                outcome = type(error).__name__
                 span.set_status(Status(StatusCode.ERROR, str(error)))
                 if error.status:
                     span.set_attribute("http.response.status_code", error.status)
                 raise
-            except asyncio.CancelledError:
-                outcome = "cancelled"
-                raise
-            finally:
-                if self.observer is not None:
-                    self.observer(op, outcome, time.monotonic() - started)
 
     async def _call_in_span(self, op: str, route: Route, body: bytes | None, timeout: float) -> tuple[bytes, str]:
         session_id = _session_id(route)
